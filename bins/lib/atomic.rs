@@ -1,0 +1,80 @@
+//! Atomic writes: a temp file in the same directory (named `.<name>.XXXX.tmp`,
+//! which no watcher's `*.ini` / `*.conf` glob picks up), fsync, chmod, rename.
+//! A reader never sees half a file; a crash never leaves one in place.
+
+use crate::error::{IoContext, Result};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Write `contents` to `path` atomically with the given mode.
+pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let dir = parent_of(path);
+    std::fs::create_dir_all(dir).at("create directory", dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .at("create a temporary file in", dir)?;
+    tmp.write_all(contents).at("write", tmp.path())?;
+    tmp.as_file().sync_all().at("sync", tmp.path())?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).at("set the mode of", tmp.path())?;
+    tmp.persist(path).map_err(|e| e.error).at("replace", path)?;
+    Ok(())
+}
+
+/// Replace (or create) a symlink atomically: make it under a temp name, rename over.
+pub fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
+    let dir = parent_of(link);
+    std::fs::create_dir_all(dir).at("create directory", dir)?;
+    let name = link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).at("create symlink", &tmp)?;
+    std::fs::rename(&tmp, link).at("switch symlink", link)?;
+    Ok(())
+}
+
+/// Remove a file if it is there; a missing file is not an error.
+pub fn remove_file(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(crate::error::Error::io("remove", path, e)),
+    }
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_whole_file_with_mode_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/ENV");
+        write_file(&p, b"A=1\n", 0o600).unwrap();
+        write_file(&p, b"A=2\n", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "A=2\n");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("ENV")]);
+    }
+
+    #[test]
+    fn symlink_is_switched_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("app");
+        replace_symlink(Path::new("a"), &link).unwrap();
+        replace_symlink(Path::new("b"), &link).unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("b"));
+    }
+}

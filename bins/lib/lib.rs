@@ -1,0 +1,20 @@
+//! What the piku tools share: paths, app names, the ENV and Procfile
+//! parsers, atomic writes, output, errors, templates and child processes.
+//! One concept per file; each binary in `bins/` reads as its own recipe.
+
+pub mod app;
+pub mod atomic;
+pub mod envfile;
+pub mod error;
+pub mod lock;
+pub mod output;
+pub mod paths;
+pub mod process;
+pub mod procfile;
+pub mod release;
+pub mod settings;
+pub mod templates;
+
+pub use app::AppName;
+pub use error::{Error, Result};
+pub use paths::Root;

@@ -1,0 +1,53 @@
+//! Progress and errors on stderr, Heroku style; data on stdout.
+//! Writes ignore a broken pipe (the pusher pressed Ctrl-C): a tool never
+//! panics halfway because its reader went away (Rust ignores SIGPIPE, so a
+//! write returns EPIPE; children get the default disposition back from std).
+
+use crate::error::Error;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// `-----> what is happening`
+pub fn step(msg: impl AsRef<str>) {
+    let _ = writeln!(std::io::stderr(), "-----> {}", msg.as_ref());
+}
+
+/// 7-space indented detail under a step.
+pub fn detail(msg: impl AsRef<str>) {
+    let _ = writeln!(std::io::stderr(), "       {}", msg.as_ref());
+}
+
+/// `=====> warning`
+pub fn warn(msg: impl AsRef<str>) {
+    let _ = writeln!(std::io::stderr(), "=====> {}", msg.as_ref());
+}
+
+/// ` !     error`, one line per line of the message.
+pub fn error(msg: impl AsRef<str>) {
+    let mut err = std::io::stderr().lock();
+    for line in msg.as_ref().lines() {
+        let _ = writeln!(err, " !     {line}");
+    }
+}
+
+/// A line of data on stdout.
+pub fn data(line: impl AsRef<str>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line.as_ref());
+}
+
+/// Every tool's `main` is one call to this: run, report an error, exit with its code.
+pub fn run_main(tool: &str, body: impl FnOnce(Vec<String>) -> Result<(), Error>) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match body(args) {
+        Ok(()) => {
+            let _ = std::io::stdout().flush();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            error(format!("{tool}: {}", e.message));
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Where everything lives: `$PIKU_ROOT` (default `~/.piku`) in piku's layout,
+//! and where the installed tools, hooks and templates are.
+
+use crate::app::AppName;
+use std::path::{Path, PathBuf};
+
+/// The piku root and the names of everything under it (DESIGN.md, "Files in ~/.piku").
+#[derive(Debug, Clone)]
+pub struct Root {
+    pub root: PathBuf,
+}
+
+/// The top-level directories `piku setup` creates, as piku.py names them,
+/// plus ours (`releases`, `tmp`, `locks`).
+pub const ROOT_DIRS: &[&str] = &[
+    "apps", "repos", "releases", "envs", "data", "cache", "logs", "nginx", "uwsgi",
+    "uwsgi-available", "uwsgi-enabled", "acme", "plugins", "tmp", "locks",
+];
+
+impl Root {
+    /// `$PIKU_ROOT`, else `$HOME/.piku`.
+    pub fn from_env() -> Root {
+        let root = match std::env::var_os("PIKU_ROOT") {
+            Some(r) if !r.is_empty() => PathBuf::from(r),
+            _ => home_dir().join(".piku"),
+        };
+        Root { root }
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Root {
+        Root { root: root.into() }
+    }
+
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// `apps/<app>`: the live release's tree (a symlink into `releases/`).
+    pub fn app_dir(&self, app: &AppName) -> PathBuf {
+        self.root.join("apps").join(app.as_str())
+    }
+    pub fn repo_dir(&self, app: &AppName) -> PathBuf {
+        self.root.join("repos").join(app.as_str())
+    }
+    pub fn releases_dir(&self, app: &AppName) -> PathBuf {
+        self.root.join("releases").join(app.as_str())
+    }
+    pub fn env_dir(&self, app: &AppName) -> PathBuf {
+        self.root.join("envs").join(app.as_str())
+    }
+    pub fn data_dir(&self, app: &AppName) -> PathBuf {
+        self.root.join("data").join(app.as_str())
+    }
+    pub fn log_dir(&self, app: &AppName) -> PathBuf {
+        self.root.join("logs").join(app.as_str())
+    }
+    pub fn cache_dir(&self, app: &AppName) -> PathBuf {
+        self.root.join("cache").join(app.as_str())
+    }
+    /// `envs/<app>/ENV`: the user's overrides (config:set).
+    pub fn user_env_file(&self, app: &AppName) -> PathBuf {
+        self.env_dir(app).join("ENV")
+    }
+    /// `envs/<app>/LIVE_ENV`: the resolved environment of the live release.
+    pub fn live_env_file(&self, app: &AppName) -> PathBuf {
+        self.env_dir(app).join("LIVE_ENV")
+    }
+    /// `envs/<app>/SCALING`: `kind:count` lines.
+    pub fn scaling_file(&self, app: &AppName) -> PathBuf {
+        self.env_dir(app).join("SCALING")
+    }
+    pub fn lock_file(&self, app: &AppName) -> PathBuf {
+        self.root.join("locks").join(app.as_str())
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    /// Server-wide settings, `K=V` lines (`NGINX_RELOAD`, ...), written by install.sh.
+    pub fn settings_file(&self) -> PathBuf {
+        self.root.join("settings")
+    }
+    /// Operator overrides of the built-in templates.
+    pub fn templates_dir(&self) -> PathBuf {
+        self.root.join("templates")
+    }
+}
+
+pub fn home_dir() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// The directory holding the running binary: its sibling tools live there.
+pub fn tools_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin"))
+}
+
+/// A sibling tool (`piku-config`, ...): next to this binary if there, else by name on PATH.
+pub fn tool(name: &str) -> PathBuf {
+    let beside = tools_dir().join(name);
+    if beside.is_file() { beside } else { PathBuf::from(name) }
+}
+
+/// The installed hooks directory every app repo's `core.hooksPath` points at:
+/// `$PIKU_HOOKS_DIR`, else `<prefix>/share/piku/hooks` beside `<prefix>/bin`.
+pub fn hooks_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PIKU_HOOKS_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let bin = tools_dir();
+    let prefix = bin.parent().unwrap_or(Path::new("/usr/local"));
+    prefix.join("share/piku/hooks")
+}
