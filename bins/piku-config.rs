@@ -1,1 +1,236 @@
-fn main() {}
+//! piku-config: the app's environment.
+//!
+//!   piku-config <app> <release-id>   resolve the environment of a new release
+//!                                    into releases/<app>/<id>.env (staged)
+//!   piku-config <app>                re-resolve the live release and publish
+//!                                    envs/<app>/LIVE_ENV
+//!   piku-config --show|--live <app> [--json]
+//!   piku-config --get <app> KEY
+//!   piku-config --set <app> KEY=VALUE...   (stores envs/<app>/ENV only)
+//!   piku-config --unset <app> KEY...
+//!   piku-config --restore <app>   put back envs/<app>/ENV as it was before the
+//!                                 last --set/--unset (when applying it failed)
+//!
+//! Layers, later wins: bootstrap (APP, LOG_ROOT, DATA_ROOT, HOME, USER, PATH,
+//! PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT
+//! (chosen once, kept across deploys), BIND_ADDRESS, NGINX_IPV4/6_ADDRESS.
+
+use piku::envfile::{self, Env};
+use piku::error::{Error, Result};
+use piku::release::{self, Release};
+use piku::settings::Settings;
+use piku::{AppName, Root, atomic, output};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    output::run_main("piku-config", |args| {
+        let root = Root::from_env();
+        let json = args.iter().any(|a| a == "--json");
+        let args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--json").collect();
+        match args.as_slice() {
+            ["--show", app] => show(&root, &existing(&root, app)?, Which::User, json),
+            ["--live", app] => show(&root, &existing(&root, app)?, Which::Live, json),
+            ["--get", app, key] => get(&root, &existing(&root, app)?, key),
+            ["--set", app, pairs @ ..] if !pairs.is_empty() => set(&root, &existing(&root, app)?, pairs),
+            ["--unset", app, keys @ ..] if !keys.is_empty() => unset(&root, &existing(&root, app)?, keys),
+            ["--restore", app] => restore(&root, &existing(&root, app)?),
+            [app, id] if !app.starts_with('-') => {
+                let app = AppName::parse(app)?;
+                let rel = Release::open(&root, &app, id)?;
+                let env = resolve(&root, &rel)?;
+                write_env(&rel.fact_file("env"), &env)
+            }
+            [app] if !app.starts_with('-') => {
+                let app = AppName::parse(app)?;
+                let rel = Release::live_or_err(&root, &app)?;
+                let env = resolve(&root, &rel)?;
+                write_env(&rel.fact_file("env"), &env)?;
+                write_env(&root.live_env_file(&app), &env)
+            }
+            _ => Err(Error::usage(
+                "usage: piku-config <app> [<release-id>] | --show|--live <app> [--json] | --get <app> KEY | --set <app> KEY=VALUE... | --unset <app> KEY...",
+            )),
+        }
+    })
+}
+
+fn existing(root: &Root, app: &str) -> Result<AppName> {
+    let app = AppName::parse(app)?;
+    release::require_app(root, &app)?;
+    Ok(app)
+}
+
+/// The resolved environment a release runs with.
+fn resolve(root: &Root, rel: &Release) -> Result<Env> {
+    let app = &rel.app;
+    let build = envfile::read_literal(&rel.fact_file("build"))?.unwrap_or_default();
+    let env_dir = root.env_dir(app);
+    let virtual_env = build.get("VIRTUAL_ENV").cloned().unwrap_or_else(|| env_dir.display().to_string());
+
+    let mut path = vec![format!("{virtual_env}/bin")];
+    if let Some(extra) = build.get("PATH_PREFIX").filter(|p| !p.is_empty()) {
+        path.push(extra.clone());
+    }
+    path.push(std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
+
+    let mut env = Env::new();
+    let home = piku::paths::home_dir();
+    env.insert("APP".into(), app.to_string());
+    env.insert("LOG_ROOT".into(), root.dir("logs").display().to_string());
+    env.insert("DATA_ROOT".into(), root.data_dir(app).display().to_string());
+    env.insert("HOME".into(), home.display().to_string());
+    env.insert("USER".into(), std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_default());
+    env.insert("PATH".into(), path.join(":"));
+    env.insert("PWD".into(), root.app_dir(app).display().to_string());
+    env.insert("VIRTUAL_ENV".into(), virtual_env);
+    if let Some(node_path) = build.get("NODE_PATH") {
+        env.insert("NODE_PATH".into(), node_path.clone());
+    }
+
+    envfile::read_into(&mut env, &rel.dir.join("ENV"), true).map_err(|e| e.context(format!("the ENV file of '{app}'")))?;
+    envfile::read_into(&mut env, &root.user_env_file(app), true).map_err(|e| e.context(format!("the config of '{app}'")))?;
+
+    if rel.procfile()?.serves_web() {
+        if !env.contains_key("PORT") {
+            let port = previous_port(root, app).map(Ok).unwrap_or_else(|| free_port(root))?;
+            env.insert("PORT".into(), port.to_string());
+        }
+        // Defaults, which the operator may change server-wide in $PIKU_ROOT/settings.
+        let server = Settings::load(root)?;
+        env.entry("BIND_ADDRESS".into()).or_insert_with(|| "127.0.0.1".into());
+        env.entry("NGINX_IPV4_ADDRESS".into()).or_insert_with(|| server.get_or("NGINX_IPV4_ADDRESS", "0.0.0.0"));
+        let no_ipv6 = env.get("DISABLE_IPV6").cloned().or_else(|| server.get("DISABLE_IPV6"));
+        if no_ipv6.is_some_and(|v| envfile::is_true(&v)) {
+            env.remove("NGINX_IPV6_ADDRESS");
+        } else {
+            env.entry("NGINX_IPV6_ADDRESS".into()).or_insert_with(|| server.get_or("NGINX_IPV6_ADDRESS", "[::]"));
+        }
+    }
+    if let Some(port) = env.get("PORT") {
+        port.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Error::new(format!("PORT of '{app}' is {port:?}, not a TCP port number (1-65535)")))?;
+    }
+    Ok(env)
+}
+
+/// The port the live release used, so a redeploy keeps it.
+fn previous_port(root: &Root, app: &AppName) -> Option<u16> {
+    let live = envfile::read_literal(&root.live_env_file(app)).ok()??;
+    live.get("PORT")?.parse().ok()
+}
+
+/// A free port on loopback that no other app has claimed in its LIVE_ENV.
+fn free_port(root: &Root) -> Result<u16> {
+    let claimed: Vec<u16> = std::fs::read_dir(root.dir("envs"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| envfile::read_literal(&e.path().join("LIVE_ENV")).ok().flatten())
+                .filter_map(|env| env.get("PORT")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for _ in 0..50 {
+        let sock = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::new(format!("cannot find a free port: {e}")))?;
+        let port = sock.local_addr().map_err(|e| Error::new(format!("cannot find a free port: {e}")))?.port();
+        if !claimed.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(Error::new("cannot find a free port that no other app uses"))
+}
+
+fn write_env(path: &std::path::Path, env: &Env) -> Result<()> {
+    atomic::write_file(path, envfile::render(env)?.as_bytes(), 0o600)
+}
+
+enum Which {
+    User,
+    Live,
+}
+
+fn show(root: &Root, app: &AppName, which: Which, json: bool) -> Result<()> {
+    let path = match which {
+        Which::User => root.user_env_file(app),
+        Which::Live => root.live_env_file(app),
+    };
+    let env = envfile::read_literal(&path)?;
+    if json {
+        output::data(output::json_object(env.iter().flatten()));
+        return Ok(());
+    }
+    match (env, which) {
+        (Some(env), _) => {
+            for (k, v) in &env {
+                output::data(format!("{k}={v}"));
+            }
+            Ok(())
+        }
+        (None, Which::User) => Ok(()), // no overrides: nothing to print
+        (None, Which::Live) => Err(Error::new(format!("app '{app}' has no live configuration yet; push to deploy it"))),
+    }
+}
+
+fn get(root: &Root, app: &AppName, key: &str) -> Result<()> {
+    let env = envfile::read_literal(&root.user_env_file(app))?.unwrap_or_default();
+    match env.get(key) {
+        Some(v) => {
+            output::data(v);
+            Ok(())
+        }
+        None => Err(Error::new(format!("{key} is not set for '{app}'"))),
+    }
+}
+
+fn set(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
+    let mut env = envfile::read_literal(&root.user_env_file(app))?.unwrap_or_default();
+    let mut parsed = Vec::new();
+    for pair in pairs {
+        let (k, v) = envfile::split_assignment(pair).map_err(|why| Error::new(format!("cannot set {pair:?} for '{app}': {why}; nothing was changed")))?;
+        parsed.push((k, v));
+    }
+    for (k, v) in parsed {
+        output::step(format!("Setting {k}={v} for '{app}'"));
+        env.insert(k, v);
+    }
+    save_user_env(root, app, &env)
+}
+
+/// Write envs/<app>/ENV, keeping the previous one for `--restore`.
+fn save_user_env(root: &Root, app: &AppName, env: &Env) -> Result<()> {
+    let path = root.user_env_file(app);
+    let before = std::fs::read(&path).unwrap_or_default();
+    atomic::write_file(&backup_file(root, app), &before, 0o600)?;
+    write_env(&path, env)
+}
+
+fn backup_file(root: &Root, app: &AppName) -> std::path::PathBuf {
+    root.env_dir(app).join(".ENV.before")
+}
+
+fn restore(root: &Root, app: &AppName) -> Result<()> {
+    let backup = backup_file(root, app);
+    let before = std::fs::read(&backup).map_err(|e| Error::io("read", &backup, e))?;
+    atomic::write_file(&root.user_env_file(app), &before, 0o600)?;
+    atomic::remove_file(&backup)?;
+    output::step(format!("The config of '{app}' is back as it was"));
+    Ok(())
+}
+
+fn unset(root: &Root, app: &AppName, keys: &[&str]) -> Result<()> {
+    let mut env = envfile::read_literal(&root.user_env_file(app))?.unwrap_or_default();
+    for key in keys {
+        if !envfile::is_valid_key(key) {
+            return Err(Error::new(format!("{key:?} is not a variable name; nothing was changed")));
+        }
+    }
+    for key in keys {
+        if env.remove(*key).is_some() {
+            output::step(format!("Unsetting {key} for '{app}'"));
+        } else {
+            output::warn(format!("{key} was not set for '{app}'"));
+        }
+    }
+    save_user_env(root, app, &env)
+}

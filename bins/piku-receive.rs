@@ -1,1 +1,243 @@
-fn main() {}
+//! piku-receive: everything git.
+//!
+//!   piku-receive --serve git-receive-pack|git-upload-pack <app>
+//!       create repos/<app> on first push (bare, core.hooksPath -> our hooks)
+//!       and hand the protocol to stock git.
+//!   piku-receive <app>   (in the hook, "old new ref" lines on stdin)
+//!       pick the deploy branch, materialise its commit as a new release tree
+//!       in releases/<app>/<id>/ with gix, print <id>; print nothing when there
+//!       is nothing to deploy (another branch, a deleted ref, already live).
+//!   piku-receive --activate <app> <id>
+//!       make <id> live: switch the apps/<app> symlink; prune old releases.
+
+use piku::envfile::{self, Env};
+use piku::error::{Error, IoContext, Result};
+use piku::release::{self, Release};
+use piku::{AppName, Root, atomic, output, paths};
+use std::io::{BufRead, IsTerminal};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+const ZERO_ID: &str = "0000000000000000000000000000000000000000";
+const DEPLOY_BRANCH_FILE: &str = "piku-deploy-branch";
+
+fn main() -> ExitCode {
+    output::run_main("piku-receive", |args| {
+        let root = Root::from_env();
+        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["--serve", verb @ ("git-receive-pack" | "git-upload-pack"), app] => serve(&root, verb, &AppName::parse(app)?),
+            ["--activate", app, id] => activate(&root, &AppName::parse(app)?, id),
+            [app] if !app.starts_with('-') => receive(&root, &AppName::parse(app)?),
+            _ => Err(Error::usage(
+                "usage: piku-receive <app> < ref-lines | --serve git-receive-pack|git-upload-pack <app> | --activate <app> <release-id>",
+            )),
+        }
+    })
+}
+
+/// The ssh side of `git push` / `git clone`: exec stock git on the app's bare repo.
+fn serve(root: &Root, verb: &str, app: &AppName) -> Result<()> {
+    let repo = root.repo_dir(app);
+    if verb == "git-receive-pack" {
+        let hooks = paths::hooks_dir();
+        if !hooks.join("post-receive").is_file() {
+            return Err(Error::new(format!(
+                "the piku hook is not installed at {}; re-run install.sh (or set PIKU_HOOKS_DIR)",
+                hooks.display()
+            )));
+        }
+        if !repo.join("HEAD").is_file() {
+            std::fs::create_dir_all(root.dir("repos")).at("create directory", &root.dir("repos"))?;
+            piku::process::run_captured(Command::new("git").args(["init", "--quiet", "--bare"]).arg(&repo), "git init")?;
+        }
+        // Set on every push, so repos made by piku.py switch to our hook in place.
+        piku::process::run_captured(
+            Command::new("git").arg("--git-dir").arg(&repo).args(["config", "core.hooksPath"]).arg(&hooks),
+            "git config core.hooksPath",
+        )?;
+    } else if !repo.join("HEAD").is_file() {
+        return Err(Error::new(format!("app '{app}' not found; push to it first")));
+    }
+    // git-receive-pack -> `git receive-pack`: exec, so git owns stdin/stdout.
+    let sub = verb.trim_start_matches("git-");
+    let err = Command::new("git").arg(sub).arg(&repo).exec();
+    Err(Error::new(format!("could not run git {sub}: {err}")))
+}
+
+/// Hook mode: from the pushed refs to a new release tree (or nothing).
+fn receive(root: &Root, app: &AppName) -> Result<()> {
+    let repo_path = root.repo_dir(app);
+    if !repo_path.join("HEAD").is_file() {
+        return Err(Error::new(format!("app '{app}' has no repository at {}", repo_path.display())));
+    }
+    let repo = gix::open_opts(&repo_path, gix::open::Options::isolated())
+        .map_err(|e| Error::new(format!("cannot open the repository of '{app}': {e}")))?;
+
+    let mut branch = deploy_branch(root, app)?;
+    let mut target: Option<(String, String)> = None; // (commit, ref)
+    let stdin = std::io::stdin();
+    let pushed: Vec<String> = if stdin.is_terminal() { vec![] } else { stdin.lock().lines().map_while(|l| l.ok()).collect() };
+    for line in &pushed {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [_old, new, refname] = parts.as_slice() else { continue };
+        let Some(name) = refname.strip_prefix("refs/heads/") else {
+            output::step(format!("{refname} received; only branches are deployed"));
+            continue;
+        };
+        if branch.is_none() {
+            output::step(format!("Deploy branch of '{app}' is '{name}' (the first branch pushed; set DEPLOY_BRANCH to change it)"));
+            atomic::write_file(&repo_path.join(DEPLOY_BRANCH_FILE), format!("{name}\n").as_bytes(), 0o644)?;
+            branch = Some(name.to_string());
+        }
+        if branch.as_deref() != Some(name) {
+            output::step(format!(
+                "Branch '{name}' received, not deployed: '{app}' deploys '{}' (set DEPLOY_BRANCH to change it)",
+                branch.as_deref().unwrap_or("")
+            ));
+        } else if *new == ZERO_ID {
+            output::step(format!("Branch '{name}' deleted; nothing to deploy, the live release keeps serving"));
+        } else {
+            target = Some((new.to_string(), refname.to_string()));
+        }
+    }
+    if pushed.is_empty() {
+        // By hand: the deploy branch's current commit.
+        let Some(name) = branch else {
+            output::step(format!("'{app}' has no deploy branch yet; push one"));
+            return Ok(());
+        };
+        let refname = format!("refs/heads/{name}");
+        let mut reference = repo
+            .find_reference(refname.as_str())
+            .map_err(|e| Error::new(format!("the deploy branch '{name}' of '{app}' does not exist: {e}")))?;
+        let id = reference.peel_to_id().map_err(|e| Error::new(format!("cannot resolve {refname}: {e}")))?;
+        target = Some((id.to_string(), refname));
+    }
+    let Some((commit_hex, refname)) = target else { return Ok(()) };
+
+    if let Some(live) = Release::live(root, app)? {
+        let facts = envfile::read_literal(&live.fact_file("release"))?.unwrap_or_default();
+        if facts.get("COMMIT").map(String::as_str) == Some(commit_hex.as_str()) {
+            output::step(format!("Commit {} is already live as release {}; nothing to deploy", &commit_hex[..7], live.id));
+            return Ok(());
+        }
+    }
+
+    output::step(format!("Deploying app '{app}' ({} at {})", refname.trim_start_matches("refs/heads/"), &commit_hex[..7]));
+    let oid = gix::ObjectId::from_hex(commit_hex.as_bytes()).map_err(|e| Error::new(format!("bad commit id {commit_hex}: {e}")))?;
+    let commit = repo.find_commit(oid).map_err(|e| Error::new(format!("commit {commit_hex} not found in '{app}': {e}")))?;
+    let tree = commit.tree().map_err(|e| Error::new(format!("cannot read the tree of {commit_hex}: {e}")))?;
+    let message = commit.message_raw_sloppy().to_string();
+
+    let id = release::new_id(&commit_hex);
+    let releases = root.releases_dir(app);
+    let staging = releases.join(format!(".{id}.tmp"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).at("remove", &staging)?;
+    }
+    std::fs::create_dir_all(&staging).at("create directory", &staging)?;
+    let mut submodules = Vec::new();
+    write_tree(&repo, &tree, &staging, "", &mut submodules)?;
+    for path in &submodules {
+        output::warn(format!("submodule '{path}' is not checked out (submodules are not supported yet)"));
+    }
+    let dir = releases.join(&id);
+    std::fs::rename(&staging, &dir).at("publish release tree", &dir)?;
+    let mut facts = Env::new();
+    facts.insert("COMMIT".into(), commit_hex.clone());
+    facts.insert("REF".into(), refname);
+    facts.insert("DATE".into(), now_secs().to_string());
+    facts.insert("MESSAGE".into(), message.lines().next().unwrap_or("").trim().to_string());
+    atomic::write_file(&releases.join(format!("{id}.release")), envfile::render(&facts)?.as_bytes(), 0o644)?;
+    let data = root.data_dir(app);
+    std::fs::create_dir_all(&data).at("create directory", &data)?;
+    output::data(&id);
+    Ok(())
+}
+
+/// DEPLOY_BRANCH from the user's ENV, else the branch recorded at the first push.
+fn deploy_branch(root: &Root, app: &AppName) -> Result<Option<String>> {
+    let mut user = Env::new();
+    envfile::read_into(&mut user, &root.user_env_file(app), true)?;
+    if let Some(b) = user.get("DEPLOY_BRANCH").filter(|b| !b.is_empty()) {
+        return Ok(Some(b.trim_start_matches("refs/heads/").to_string()));
+    }
+    match std::fs::read_to_string(root.repo_dir(app).join(DEPLOY_BRANCH_FILE)) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+        _ => Ok(None),
+    }
+}
+
+/// Write a git tree into `dir`: files with their modes, symlinks, directories;
+/// submodules (gitlinks) become empty directories and are reported.
+fn write_tree(repo: &gix::Repository, tree: &gix::Tree<'_>, dir: &Path, prefix: &str, submodules: &mut Vec<String>) -> Result<()> {
+    use gix::object::tree::EntryKind;
+    use std::os::unix::fs::PermissionsExt;
+    let decoded = tree.decode().map_err(|e| Error::new(format!("corrupt tree {}: {e}", tree.id)))?;
+    for entry in decoded.entries {
+        let name = entry.filename.to_string();
+        if name.is_empty() || name == "." || name == ".." || name == ".git" || name.contains('/') || name.contains('\0') {
+            return Err(Error::new(format!("the commit contains an unsafe path {:?}; refusing to check it out", format!("{prefix}{name}"))));
+        }
+        let path = dir.join(&name);
+        let oid = entry.oid.to_owned();
+        match entry.mode.kind() {
+            EntryKind::Tree => {
+                std::fs::create_dir(&path).at("create directory", &path)?;
+                let sub = repo.find_tree(oid).map_err(|e| Error::new(format!("missing tree {oid}: {e}")))?;
+                write_tree(repo, &sub, &path, &format!("{prefix}{name}/"), submodules)?;
+            }
+            kind @ (EntryKind::Blob | EntryKind::BlobExecutable) => {
+                let blob = repo.find_blob(oid).map_err(|e| Error::new(format!("missing blob {oid}: {e}")))?;
+                std::fs::write(&path, &blob.data).at("write", &path)?;
+                let mode = if kind == EntryKind::BlobExecutable { 0o755 } else { 0o644 };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).at("set the mode of", &path)?;
+            }
+            EntryKind::Link => {
+                let blob = repo.find_blob(oid).map_err(|e| Error::new(format!("missing blob {oid}: {e}")))?;
+                let target = std::ffi::OsStr::new(std::str::from_utf8(&blob.data).unwrap_or_default());
+                std::os::unix::fs::symlink(target, &path).at("create symlink", &path)?;
+            }
+            EntryKind::Commit => {
+                std::fs::create_dir(&path).at("create directory", &path)?;
+                submodules.push(format!("{prefix}{name}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Make a release live: switch `apps/<app>` to it, then keep only recent releases.
+fn activate(root: &Root, app: &AppName, id: &str) -> Result<()> {
+    let rel = Release::open(root, app, id)?;
+    let link = root.app_dir(app);
+    if link.is_dir() && !link.is_symlink() {
+        // A tree left by piku.py: keep it as a release instead of deleting it.
+        let kept = root.releases_dir(app).join(format!("{}-pikupy", release::utc_stamp(now_secs())));
+        std::fs::rename(&link, &kept).at("move piku.py's app tree to", &kept)?;
+        output::step(format!("Kept piku.py's tree of '{app}' as {}", kept.display()));
+    }
+    atomic::replace_symlink(&Path::new("../releases").join(app.as_str()).join(&rel.id), &link)?;
+    output::step(format!("Release {} of '{app}' is live", rel.id));
+    prune(root, app, &rel.id)
+}
+
+/// Keep the newest PIKU_KEEP_RELEASES (default 5) releases and the live one.
+fn prune(root: &Root, app: &AppName, live: &str) -> Result<()> {
+    let keep: usize = std::env::var("PIKU_KEEP_RELEASES").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
+    let ids = release::list_ids(root, app);
+    let dir = root.releases_dir(app);
+    for id in ids.iter().take(ids.len().saturating_sub(keep)).filter(|id| id.as_str() != live) {
+        let tree = dir.join(id);
+        std::fs::remove_dir_all(&tree).at("remove old release", &tree)?;
+        for fact in ["release", "build", "env"] {
+            atomic::remove_file(&dir.join(format!("{id}.{fact}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,1 +1,316 @@
-fn main() {}
+//! piku-uwsgi: the app's workers, as uWSGI vassals under the emperor.
+//!
+//!   piku-uwsgi <app>            render one vassal per worker from the live
+//!                               release (Procfile + SCALING + LIVE_ENV) and
+//!                               publish them into uwsgi-enabled/
+//!   piku-uwsgi --check <app> <release-id>   render a staged release, publish nothing
+//!   piku-uwsgi --stop|--start|--restart <app>
+//!   piku-uwsgi --setup          write the emperor's uwsgi/uwsgi.ini
+//!
+//! A vassal is written to uwsgi-available/<app>_<kind>.<n>.ini and published
+//! by an atomic rename into uwsgi-enabled/, which the emperor watches.
+
+use piku::envfile::{self, Env};
+use piku::error::{Error, IoContext, Result};
+use piku::procfile;
+use piku::release::{self, Release};
+use piku::vassals::{app_vassals, vassal_name, worker_label};
+use piku::{AppName, Root, atomic, output, syntax, templates};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+const VASSAL_TEMPLATE: &str = include_str!("../share/uwsgi/vassal.ini.j2");
+const EMPEROR_TEMPLATE: &str = include_str!("../share/uwsgi/emperor.ini.j2");
+const LOG_MAXSIZE: &str = "1048576";
+
+fn main() -> ExitCode {
+    output::run_main("piku-uwsgi", |args| {
+        let root = Root::from_env();
+        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["--setup"] => setup(&root),
+            ["--check", app, id] => {
+                let rel = Release::open(&root, &AppName::parse(app)?, id)?;
+                let env = envfile::read_literal(&rel.fact_file("env"))?
+                    .ok_or_else(|| Error::new(format!("release {} of '{}' has no resolved environment; run piku-config first", rel.id, rel.app)))?;
+                let vassals = render_all(&root, &rel, &env, &read_scaling(&root, &rel.app)?)?;
+                output::step(format!("{} worker configuration(s) of '{}' are valid", vassals.len(), rel.app));
+                Ok(())
+            }
+            ["--stop", app] => stop(&root, &existing(&root, app)?),
+            ["--start", app] => start(&root, &existing(&root, app)?),
+            ["--restart", app] => publish(&root, &existing(&root, app)?, true),
+            [app] if !app.starts_with('-') => publish(&root, &existing(&root, app)?, false),
+            _ => Err(Error::usage("usage: piku-uwsgi <app> | --check <app> <release-id> | --stop|--start|--restart <app> | --setup")),
+        }
+    })
+}
+
+fn existing(root: &Root, app: &str) -> Result<AppName> {
+    let app = AppName::parse(app)?;
+    release::require_app(root, &app)?;
+    Ok(app)
+}
+
+/// The uid and gid this tool runs as (uWSGI accepts numbers).
+fn ids() -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| (m.uid(), m.gid())).unwrap_or((0, 0))
+}
+
+#[derive(Serialize)]
+struct EmperorCtx {
+    uwsgi_root: String,
+    enabled_dir: String,
+    log_maxsize: &'static str,
+    uid: u32,
+    gid: u32,
+    threads: usize,
+}
+
+fn setup(root: &Root) -> Result<()> {
+    let (uid, gid) = ids();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let ctx = EmperorCtx {
+        uwsgi_root: root.dir("uwsgi").display().to_string(),
+        enabled_dir: root.dir("uwsgi-enabled").display().to_string(),
+        log_maxsize: LOG_MAXSIZE,
+        uid,
+        gid,
+        threads: cores * 2,
+    };
+    let text = templates::render(root, "emperor.ini.j2", EMPEROR_TEMPLATE, &ctx)?;
+    let path = root.dir("uwsgi").join("uwsgi.ini");
+    atomic::write_file(&path, text.as_bytes(), 0o644)?;
+    output::step(format!("Wrote the uWSGI emperor configuration {}", path.display()));
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct VassalCtx {
+    placeholders: &'static [(&'static str, &'static str)],
+    app: String,
+    kind: String,
+    chdir: String,
+    uid: u32,
+    gid: u32,
+    max_requests: String,
+    listen: String,
+    processes: String,
+    enable_threads: String,
+    log_x_forwarded_for: String,
+    log_maxsize: String,
+    log_file: String,
+    virtualenv: Option<String>,
+    kind_settings: Vec<(String, String)>,
+    include_settings: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+}
+
+/// `SCALING`: `kind:count` lines; a missing kind means 1.
+fn read_scaling(root: &Root, app: &AppName) -> Result<BTreeMap<String, u32>> {
+    let path = root.scaling_file(app);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let mut counts = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = line.split_once(':').and_then(|(k, v)| Some((k.trim().to_string(), v.trim().parse::<u32>().ok()?)));
+        let (kind, count) = parsed.ok_or_else(|| Error::new(format!("{}, line {}: expected 'kind:count': {line:?}", path.display(), n + 1)))?;
+        counts.insert(kind, count);
+    }
+    Ok(counts)
+}
+
+/// Every vassal the release wants: file name -> contents.
+fn render_all(root: &Root, rel: &Release, env: &Env, scaling: &BTreeMap<String, u32>) -> Result<BTreeMap<String, String>> {
+    let procfile = rel.procfile()?;
+    let mut out = BTreeMap::new();
+    for worker in procfile.workers().filter(|w| w.kind != "static") {
+        let count = scaling.get(&worker.kind).copied().unwrap_or(1);
+        for n in 1..=count {
+            let text = render_vassal(root, rel, &worker.kind, &worker.command, n, env)?;
+            out.insert(vassal_name(&rel.app, &worker.kind, n), text);
+        }
+    }
+    Ok(out)
+}
+
+fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, env: &Env) -> Result<String> {
+    let app = &rel.app;
+    let get = |k: &str, d: &str| env.get(k).cloned().unwrap_or_else(|| d.to_string());
+    let (uid, gid) = ids();
+    let mut ks: Vec<(String, String)> = Vec::new();
+    let mut push = |k: &str, v: String| ks.push((k.to_string(), v));
+    let quoted_cmd = syntax::uwsgi_value(&format!("the '{kind}' command of the Procfile"), command)?;
+    if kind.starts_with("cron") {
+        let spec = procfile::parse_cron(command).map_err(|e| Error::new(format!("Procfile '{kind}': {e}")))?;
+        push("cron", syntax::uwsgi_value(&format!("the '{kind}' command of the Procfile"), &spec)?);
+    } else if kind == "wsgi" {
+        push("module", quoted_cmd);
+        push("threads", get("UWSGI_THREADS", "4"));
+        let py2 = get("PYTHON_VERSION", "3").starts_with('2');
+        push("plugin", if py2 { "python".into() } else { "python3".into() });
+        if let Some(tasks) = env.get("UWSGI_ASYNCIO") {
+            number("UWSGI_ASYNCIO", tasks)?;
+            push("plugin", if py2 { "asyncio_python".into() } else { "asyncio_python3".into() });
+            push("async", tasks.clone());
+        } else if let Some(g) = env.get("UWSGI_GEVENT") {
+            number("UWSGI_GEVENT", g)?;
+            push("plugin", if py2 { "gevent_python".into() } else { "gevent_python3".into() });
+            push("gevent", g.clone());
+        }
+        if env.contains_key("NGINX_SERVER_NAME") {
+            push("socket", root.dir("nginx").join(format!("{app}.sock")).display().to_string());
+            push("chmod-socket", "664".into());
+        } else {
+            push("http-socket", format!("{}:{}", get("BIND_ADDRESS", "127.0.0.1"), get("PORT", "")));
+        }
+    } else {
+        // web, and any other kind: a daemon the vassal's master keeps alive.
+        push("attach-daemon", quoted_cmd);
+    }
+    if kind == "web" || kind == "wsgi" {
+        push(
+            "log-format",
+            r#"%%(addr) - %%(user) [%%(ltime)] "%%(method) %%(uri) %%(proto)" %%(status) %%(size) "%%(referer)" "%%(uagent)" %%(msecs)ms"#.into(),
+        );
+    }
+    if let Some(idle) = env.get("UWSGI_IDLE") {
+        number("UWSGI_IDLE", idle)?;
+        push("idle", idle.clone());
+        push("cheap", "true".into());
+        push("die-on-idle", "true".into());
+    }
+    let mut worker_env: Vec<(String, String)> = Vec::new();
+    for (k, v) in env.iter().chain([(&"PROC_TYPE".to_string(), &kind.to_string())]) {
+        worker_env.push((k.clone(), syntax::uwsgi_value(k, v)?));
+    }
+    let virtualenv = env.get("VIRTUAL_ENV").filter(|v| {
+        let p = Path::new(v.as_str());
+        p.join("pyvenv.cfg").is_file() || p.join("bin/activate_this.py").is_file()
+    });
+    let ctx = VassalCtx {
+        placeholders: syntax::UWSGI_PLACEHOLDERS,
+        app: app.to_string(),
+        kind: kind.to_string(),
+        chdir: root.app_dir(app).display().to_string(),
+        uid,
+        gid,
+        max_requests: number("UWSGI_MAX_REQUESTS", &get("UWSGI_MAX_REQUESTS", "1024"))?,
+        listen: number("UWSGI_LISTEN", &get("UWSGI_LISTEN", "48"))?,
+        processes: number("UWSGI_PROCESSES", &get("UWSGI_PROCESSES", "2"))?,
+        enable_threads: get("UWSGI_ENABLE_THREADS", "true").to_lowercase(),
+        log_x_forwarded_for: get("UWSGI_LOG_X_FORWARDED_FOR", "false").to_lowercase(),
+        log_maxsize: number("UWSGI_LOG_MAXSIZE", &get("UWSGI_LOG_MAXSIZE", LOG_MAXSIZE))?,
+        log_file: root.log_dir(app).join(format!("{kind}.{n}.log")).display().to_string(),
+        virtualenv: virtualenv.map(|v| syntax::uwsgi_value("VIRTUAL_ENV", v)).transpose()?,
+        kind_settings: ks,
+        include_settings: include_settings(rel, env)?,
+        env: worker_env,
+    };
+    for (name, v) in [("UWSGI_ENABLE_THREADS", &ctx.enable_threads), ("UWSGI_LOG_X_FORWARDED_FOR", &ctx.log_x_forwarded_for)] {
+        if !matches!(v.as_str(), "true" | "false") {
+            return Err(Error::new(format!("{name} of '{app}' must be true or false, not {v:?}")));
+        }
+    }
+    templates::render(root, "vassal.ini.j2", VASSAL_TEMPLATE, &ctx)
+}
+
+/// A numeric setting, checked (piku silently ignores bad ones).
+fn number(name: &str, value: &str) -> Result<String> {
+    value.trim().parse::<u64>().map(|n| n.to_string()).map_err(|_| Error::new(format!("{name} must be a whole number, not {value:?}")))
+}
+
+/// `UWSGI_INCLUDE_FILE`: extra `option = value` lines from a file in the app.
+fn include_settings(rel: &Release, env: &Env) -> Result<Vec<(String, String)>> {
+    let Some(file) = env.get("UWSGI_INCLUDE_FILE").filter(|f| !f.is_empty()) else { return Ok(vec![]) };
+    let path = rel.dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::new(format!("UWSGI_INCLUDE_FILE {file:?} of '{}' cannot be read: {e}", rel.app)))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') || line == "[uwsgi]" {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .filter(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .ok_or_else(|| Error::new(format!("UWSGI_INCLUDE_FILE {file}, line {}: expected 'option = value': {line:?}", n + 1)))?;
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+/// Render the live release's vassals and publish them; remove the app's
+/// vassals that are no longer wanted. `force` republishes even when
+/// PIKU_AUTO_RESTART is off (that is what `restart` means).
+fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
+    let rel = Release::live_or_err(root, app)?;
+    let env = envfile::read_literal(&root.live_env_file(app))?
+        .ok_or_else(|| Error::new(format!("app '{app}' has no LIVE_ENV; run piku-config {app} first")))?;
+    let procfile = rel.procfile()?;
+    // SCALING: the kinds of the Procfile, keeping counts the user chose.
+    let old_scaling = read_scaling(root, app)?;
+    let mut scaling = BTreeMap::new();
+    for w in procfile.workers() {
+        scaling.insert(w.kind.clone(), old_scaling.get(&w.kind).copied().unwrap_or(1));
+    }
+    let text: String = procfile.workers().map(|w| format!("{}:{}\n", w.kind, scaling[&w.kind])).collect();
+    atomic::write_file(&root.scaling_file(app), text.as_bytes(), 0o644)?;
+
+    let wanted = render_all(root, &rel, &env, &scaling)?;
+    let log_dir = root.log_dir(app);
+    std::fs::create_dir_all(&log_dir).at("create directory", &log_dir)?;
+    let available = root.dir("uwsgi-available");
+    let enabled = root.dir("uwsgi-enabled");
+    let restart = force || envfile::flag(&env, "PIKU_AUTO_RESTART", true);
+    for (name, text) in &wanted {
+        atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
+        let live = enabled.join(name);
+        if restart || !live.exists() {
+            atomic::write_file(&live, text.as_bytes(), 0o644)?;
+            output::step(format!("Spawning {app}:{}", worker_label(app, name)));
+        }
+    }
+    if !restart {
+        output::step(format!("PIKU_AUTO_RESTART is off: running workers of '{app}' keep their configuration until 'restart'"));
+    }
+    for dir in [&enabled, &available] {
+        for name in app_vassals(root, app, dir)? {
+            if !wanted.contains_key(&name) {
+                if dir == &enabled {
+                    output::step(format!("Stopping {app}:{}", worker_label(app, &name)));
+                }
+                atomic::remove_file(&dir.join(&name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stop(root: &Root, app: &AppName) -> Result<()> {
+    let enabled = root.dir("uwsgi-enabled");
+    let names = app_vassals(root, app, &enabled)?;
+    if names.is_empty() {
+        output::step(format!("'{app}' has no running workers"));
+    }
+    for name in names {
+        atomic::remove_file(&enabled.join(&name))?;
+        output::step(format!("Stopped {app}:{}", worker_label(app, &name)));
+    }
+    Ok(())
+}
+
+fn start(root: &Root, app: &AppName) -> Result<()> {
+    publish(root, app, false)
+}

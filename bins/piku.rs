@@ -1,1 +1,275 @@
-fn main() {}
+//! piku: the front door. It is the ssh forced command in authorized_keys (it
+//! reads the command from $SSH_ORIGINAL_COMMAND, split like a shell would,
+//! never through a shell) and the local CLI; it parses piku's command line and
+//! runs the tool that owns the work.
+
+use piku::error::{Error, IoContext, Result};
+use piku::lock::AppLock;
+use piku::release::{self, Release};
+use piku::{AppName, Root, atomic, envfile, output, paths, process, vassals};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode, Stdio};
+
+const HELP: &str = "\
+Usage: piku <command> [<app>] [args]    (over ssh: ssh piku@server <command> ...)
+
+Apps:
+  apps                          list apps; * marks those with running workers
+  deploy <app>                  rebuild and restart the live release
+  destroy <app>                 remove an app (its data/ and cache/ are kept)
+  stop|start|restart <app>      stop, start or restart the app's workers
+  run <app> <cmd>...            run a command in the app's tree and environment
+
+Config:
+  config <app> [--json]         show the app's own settings (envs/<app>/ENV)
+  config:get <app> KEY          print one setting (exit 1 if unset)
+  config:set <app> [--no-restart] KEY=VALUE...   set, then apply without rebuilding
+  config:unset <app> [--no-restart] KEY...       unset, then apply
+  config:live <app> [--json]    show the environment the app runs with
+
+Server:
+  setup                         create ~/.piku and the uWSGI emperor's config
+  setup:ssh <pubkey-file|->     allow an ssh key (forced to this command)
+  help                          this text
+
+git (used by git push / git clone):
+  git-receive-pack <app>, git-upload-pack <app>
+";
+
+fn main() -> ExitCode {
+    output::run_main("piku", |args| {
+        let args = match std::env::var("SSH_ORIGINAL_COMMAND") {
+            Ok(cmd) => shell_words::split(&cmd).map_err(|e| Error::usage(format!("cannot parse the command {cmd:?}: {e}")))?,
+            Err(_) => args,
+        };
+        // The tools live beside this binary; the hook and children find them on PATH.
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("PATH", format!("{}:{path}", paths::tools_dir().display())) };
+        dispatch(&Root::from_env(), &args)
+    })
+}
+
+fn dispatch(root: &Root, args: &[String]) -> Result<()> {
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    match argv.as_slice() {
+        [] | ["help" | "--help" | "-h"] => {
+            output::data(HELP.trim_end());
+            Ok(())
+        }
+        ["apps"] => apps(root),
+        ["setup"] => setup(root),
+        ["setup:ssh", file] => setup_ssh(file),
+        [verb @ ("git-receive-pack" | "git-upload-pack"), app] => {
+            let app = AppName::parse(git_path_to_app(app))?;
+            exec(Command::new(paths::tool("piku-receive")).args(["--serve", verb, app.as_str()]))
+        }
+        ["config", app, rest @ ..] => tool_for_app(root, "piku-config", "--show", app, rest),
+        ["config:live", app, rest @ ..] => tool_for_app(root, "piku-config", "--live", app, rest),
+        ["config:get", app, key] => tool_for_app(root, "piku-config", "--get", app, &[key]),
+        ["config:set", app, rest @ ..] => change_config(root, app, "--set", rest),
+        ["config:unset", app, rest @ ..] => change_config(root, app, "--unset", rest),
+        ["deploy", app] => deploy(root, &existing(root, app)?),
+        ["stop", app] => tool_for_app(root, "piku-uwsgi", "--stop", app, &[]),
+        ["start", app] => tool_for_app(root, "piku-uwsgi", "--start", app, &[]),
+        ["restart", app] => {
+            let app = existing(root, app)?;
+            let _lock = AppLock::acquire(root, &app)?;
+            output::step(format!("Restarting '{app}'"));
+            run_tool("piku-uwsgi", &["--restart", app.as_str()])
+        }
+        ["run", app, cmd @ ..] if !cmd.is_empty() => run(root, &existing(root, app)?, cmd),
+        [cmd, ..] if is_known(cmd) => Err(Error::usage(format!("wrong arguments for '{cmd}'; see 'help'"))),
+        [cmd, ..] => Err(Error::usage(format!("unknown command '{cmd}'; nothing was run. See 'help' for the commands"))),
+    }
+}
+
+fn is_known(cmd: &str) -> bool {
+    HELP.lines().any(|l| l.trim_start().split([' ', '|', ',']).any(|w| w == cmd))
+}
+
+/// `git-receive-pack 'hello'` arrives as `hello`, or `/hello` for ssh:// URLs.
+fn git_path_to_app(raw: &str) -> &str {
+    raw.strip_prefix('/').unwrap_or(raw)
+}
+
+fn existing(root: &Root, app: &str) -> Result<AppName> {
+    let app = AppName::parse(app)?;
+    release::require_app(root, &app)?;
+    Ok(app)
+}
+
+fn exec(cmd: &mut Command) -> Result<()> {
+    let err = cmd.exec();
+    Err(Error::new(format!("could not run {}: {err}", cmd.get_program().to_string_lossy())))
+}
+
+fn run_tool(tool: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new(paths::tool(tool))
+        .args(args)
+        .status()
+        .map_err(|e| Error::new(format!("could not run {tool}: {e}; is piku installed?")))?;
+    if status.success() { Ok(()) } else { Err(Error { message: format!("{tool} failed"), code: status.code().unwrap_or(1).clamp(1, 255) as u8 }) }
+}
+
+/// Hand a command for an existing app to the tool that owns it.
+fn tool_for_app(root: &Root, tool: &str, verb: &str, app: &str, rest: &[&str]) -> Result<()> {
+    let app = existing(root, app)?;
+    exec(Command::new(paths::tool(tool)).arg(verb).arg(app.as_str()).args(rest))
+}
+
+fn apps(root: &Root) -> Result<()> {
+    let mut names: Vec<String> = ["apps", "repos"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(root.dir(d)).ok())
+        .flat_map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| AppName::parse(n).is_ok())
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        output::step("There are no applications deployed.");
+    }
+    let enabled = root.dir("uwsgi-enabled");
+    for name in names {
+        let app = AppName::parse(&name)?;
+        let running = !vassals::app_vassals(root, &app, &enabled)?.is_empty();
+        output::data(format!("{}{name}", if running { "*" } else { " " }));
+    }
+    Ok(())
+}
+
+fn setup(root: &Root) -> Result<()> {
+    for d in paths::ROOT_DIRS {
+        let dir = root.dir(d);
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+            output::step(format!("Created {}", dir.display()));
+        }
+    }
+    run_tool("piku-uwsgi", &["--setup"])
+}
+
+/// Add a public key to ~/.ssh/authorized_keys, forced to this front door.
+fn setup_ssh(file: &str) -> Result<()> {
+    let text = if file == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| Error::new(format!("cannot read the key from stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| Error::new(format!("cannot read public key file {file:?}: {e}")))?
+    };
+    let keys: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    if keys.is_empty() {
+        return Err(Error::new(format!("no public key found in {file:?}")));
+    }
+    let ssh_dir = paths::home_dir().join(".ssh");
+    let auth = ssh_dir.join("authorized_keys");
+    let mut current = std::fs::read_to_string(&auth).unwrap_or_default();
+    let door = std::env::current_exe().map_err(|e| Error::new(format!("cannot find this program's path: {e}")))?;
+    let mut added = 0;
+    for key in keys {
+        let fingerprint = fingerprint(key)?;
+        let fields: Vec<&str> = key.split_whitespace().collect();
+        let key_body = fields.get(1).copied().unwrap_or("");
+        if current.lines().any(|l| l.split_whitespace().any(|w| w == key_body)) {
+            output::step(format!("Key {fingerprint} is already allowed"));
+            continue;
+        }
+        let line = format!(
+            "command=\"FINGERPRINT={fingerprint} NAME=default {} $SSH_ORIGINAL_COMMAND\",no-agent-forwarding,no-user-rc,no-X11-forwarding,no-port-forwarding {key}\n",
+            door.display()
+        );
+        if !current.is_empty() && !current.ends_with('\n') {
+            current.push('\n');
+        }
+        current.push_str(&line);
+        output::step(format!("Adding key {fingerprint}"));
+        added += 1;
+    }
+    std::fs::create_dir_all(&ssh_dir).at("create directory", &ssh_dir)?;
+    std::fs::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).at("set the mode of", &ssh_dir)?;
+    if added > 0 || auth.exists() {
+        atomic::write_file(&auth, current.as_bytes(), 0o600)?;
+    }
+    Ok(())
+}
+
+/// The key's SHA256 fingerprint, which also proves it is a valid public key.
+fn fingerprint(key: &str) -> Result<String> {
+    let mut child = Command::new("ssh-keygen")
+        .args(["-l", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::new(format!("cannot run ssh-keygen to check the key: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        let _ = stdin.write_all(format!("{key}\n").as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| Error::new(format!("ssh-keygen: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.split_whitespace().nth(1) {
+        Some(fp) if out.status.success() && fp.starts_with("SHA256:") => Ok(fp.to_string()),
+        _ => Err(Error::new(format!("not a valid ssh public key: {:?}", key.chars().take(40).collect::<String>()))),
+    }
+}
+
+/// config:set / config:unset: store the change, then apply it by redeploying
+/// the live release without rebuilding; if applying fails, put the old
+/// config back, so a bad value never leaves the app half-configured.
+fn change_config(root: &Root, app: &str, verb: &str, rest: &[&str]) -> Result<()> {
+    let app = existing(root, app)?;
+    let no_restart = rest.contains(&"--no-restart");
+    let items: Vec<&str> = rest.iter().copied().filter(|a| *a != "--no-restart").collect();
+    if items.is_empty() {
+        return Err(Error::usage(format!("config:{} needs at least one {}", verb.trim_start_matches("--"), if verb == "--set" { "KEY=VALUE" } else { "KEY" })));
+    }
+    {
+        let _lock = AppLock::acquire(root, &app)?;
+        run_tool("piku-config", &[&[verb, app.as_str()], items.as_slice()].concat())?;
+    }
+    if no_restart {
+        output::step(format!("Stored; it applies at the next deploy or restart of '{app}'"));
+        return Ok(());
+    }
+    let Some(live) = release::live_id(root, &app) else {
+        output::step(format!("'{app}' has no live release; the config applies at the first deploy"));
+        return Ok(());
+    };
+    if let Err(e) = run_chain(root, &app, &live) {
+        let _lock = AppLock::acquire(root, &app)?;
+        run_tool("piku-config", &["--restore", app.as_str()])?;
+        return Err(Error::new(format!("{}; the config change was not applied and was undone", e.message)));
+    }
+    Ok(())
+}
+
+fn deploy(root: &Root, app: &AppName) -> Result<()> {
+    let rel = Release::live_or_err(root, app)?;
+    run_chain(root, app, &rel.id)
+}
+
+/// Run the deploy chain (hooks/post-receive) for an existing release.
+fn run_chain(root: &Root, app: &AppName, id: &str) -> Result<()> {
+    let hook = paths::hooks_dir().join("post-receive");
+    let status = Command::new(&hook)
+        .current_dir(root.repo_dir(app).is_dir().then(|| root.repo_dir(app)).unwrap_or_else(|| root.root.clone()))
+        .env("PIKU_APP", app.as_str())
+        .env("PIKU_RELEASE", id)
+        .env("PIKU_ROOT", &root.root)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| Error::new(format!("cannot run the deploy chain {}: {e}; re-run install.sh", hook.display())))?;
+    if status.success() { Ok(()) } else { Err(Error::new(format!("redeploying '{app}' failed ({})", process::describe_status(status)))) }
+}
+
+/// `run <app> cmd...`: in the live tree, with LIVE_ENV; its exit status is ours.
+fn run(root: &Root, app: &AppName, cmd: &[&str]) -> Result<()> {
+    let env = envfile::read_literal(&root.live_env_file(app))?
+        .ok_or_else(|| Error::new(format!("app '{app}' has no live environment yet; push to deploy it")))?;
+    let line = if cmd.len() == 1 { cmd[0].to_string() } else { shell_words::join(cmd) };
+    exec(Command::new("sh").args(["-c", &line]).current_dir(root.app_dir(app)).envs(&env))
+}

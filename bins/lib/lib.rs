@@ -13,7 +13,9 @@ pub mod process;
 pub mod procfile;
 pub mod release;
 pub mod settings;
+pub mod syntax;
 pub mod templates;
+pub mod vassals;
 
 pub use app::AppName;
 pub use error::{Error, Result};

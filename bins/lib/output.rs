@@ -51,3 +51,36 @@ pub fn run_main(tool: &str, body: impl FnOnce(Vec<String>) -> Result<(), Error>)
         }
     }
 }
+
+/// A JSON string literal (for `--json` output; we need nothing more of JSON).
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A flat JSON object from key/value pairs.
+pub fn json_object<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let body: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{}:{}", json_string(k), json_string(v))).collect();
+    format!("{{{}}}", body.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_escapes() {
+        assert_eq!(super::json_string("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
+    }
+}

@@ -77,6 +77,17 @@ impl Release {
     }
 }
 
+impl Release {
+    /// The app's own settings for this release, as the build sees them: the
+    /// repo's ENV then the user's envs/<app>/ENV, expanded (no bootstrap layer).
+    pub fn settings(&self, root: &Root) -> Result<crate::envfile::Env> {
+        let mut env = crate::envfile::Env::new();
+        crate::envfile::read_into(&mut env, &self.dir.join("ENV"), true).map_err(|e| e.context(format!("the ENV file of '{}'", self.app)))?;
+        crate::envfile::read_into(&mut env, &root.user_env_file(&self.app), true).map_err(|e| e.context(format!("the config of '{}'", self.app)))?;
+        Ok(env)
+    }
+}
+
 /// The id of the live release, from the `apps/<app>` symlink.
 pub fn live_id(root: &Root, app: &AppName) -> Option<String> {
     let target = std::fs::read_link(root.app_dir(app)).ok()?;
