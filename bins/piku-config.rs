@@ -71,15 +71,16 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
     if let Some(extra) = build.get("PATH_PREFIX").filter(|p| !p.is_empty()) {
         path.push(extra.clone());
     }
-    path.push(std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
+    let home = piku::paths::home_dir();
+    let server = Settings::load(root)?;
+    path.push(server.get_or("PATH", &piku::paths::base_path(&home)));
 
     let mut env = Env::new();
-    let home = piku::paths::home_dir();
     env.insert("APP".into(), app.to_string());
     env.insert("LOG_ROOT".into(), root.dir("logs").display().to_string());
     env.insert("DATA_ROOT".into(), root.data_dir(app).display().to_string());
     env.insert("HOME".into(), home.display().to_string());
-    env.insert("USER".into(), std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_default());
+    env.insert("USER".into(), piku::paths::user_name());
     env.insert("PATH".into(), path.join(":"));
     env.insert("PWD".into(), root.app_dir(app).display().to_string());
     env.insert("VIRTUAL_ENV".into(), virtual_env);
@@ -96,7 +97,6 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
             env.insert("PORT".into(), port.to_string());
         }
         // Defaults, which the operator may change server-wide in $PIKU_ROOT/settings.
-        let server = Settings::load(root)?;
         env.entry("BIND_ADDRESS".into()).or_insert_with(|| "127.0.0.1".into());
         env.entry("NGINX_IPV4_ADDRESS".into()).or_insert_with(|| server.get_or("NGINX_IPV4_ADDRESS", "0.0.0.0"));
         let no_ipv6 = env.get("DISABLE_IPV6").cloned().or_else(|| server.get("DISABLE_IPV6"));
@@ -212,7 +212,11 @@ fn backup_file(root: &Root, app: &AppName) -> std::path::PathBuf {
 fn restore(root: &Root, app: &AppName) -> Result<()> {
     let backup = backup_file(root, app);
     let before = std::fs::read(&backup).map_err(|e| Error::io("read", &backup, e))?;
-    atomic::write_file(&root.user_env_file(app), &before, 0o600)?;
+    if before.is_empty() {
+        atomic::remove_file(&root.user_env_file(app))?;
+    } else {
+        atomic::write_file(&root.user_env_file(app), &before, 0o600)?;
+    }
     atomic::remove_file(&backup)?;
     output::step(format!("The config of '{app}' is back as it was"));
     Ok(())

@@ -89,6 +89,32 @@ pub fn home_dir() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// The name of the user this process runs as (from /etc/passwd), else $USER.
+pub fn user_name() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let from_passwd = uid.and_then(|uid| {
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+        })
+    });
+    from_passwd.or_else(|| std::env::var("USER").ok()).unwrap_or_default()
+}
+
+/// The PATH apps start from: the same whoever runs the tools (ssh, a shell,
+/// the hook), so LIVE_ENV does not depend on the caller. `PATH` in
+/// `$PIKU_ROOT/settings` replaces it; an app's ENV can extend it (`$PATH`).
+pub fn base_path(home: &Path) -> String {
+    format!(
+        "{}:{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        home.join("bin").display(),
+        home.join(".local/bin").display(),
+        tools_dir().display()
+    )
+}
+
 /// The directory holding the running binary: its sibling tools live there.
 pub fn tools_dir() -> PathBuf {
     std::env::current_exe()

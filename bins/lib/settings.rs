@@ -16,9 +16,10 @@ impl Settings {
         Ok(Settings { env })
     }
 
-    /// A setting: the process environment wins (for tests and one-off runs), then the file.
+    /// A setting from the file (never from the process environment, which
+    /// differs between ssh, the hook and a shell).
     pub fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok().filter(|v| !v.is_empty()).or_else(|| self.env.get(key).cloned())
+        self.env.get(key).filter(|v| !v.is_empty()).cloned()
     }
 
     pub fn get_or(&self, key: &str, default: &str) -> String {

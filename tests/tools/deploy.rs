@@ -1,0 +1,180 @@
+//! The deploy chain through a real git push (ssh stood in for): releases,
+//! the deploy branch, and failures that must leave the live release alone.
+
+use crate::harness::*;
+
+#[test]
+fn a_push_materialises_a_release_and_makes_it_live() {
+    let s = Server::new();
+    let app = GitApp::new(STATIC_APP);
+    let r = s.push(&app, "site", "main").ok();
+    let out = r.all();
+    assert!(out.contains("Static app detected"), "{out}");
+    assert!(out.contains("Live at http://static.example.test/"), "{out}");
+    let id = s.live_id("site").expect("apps/site is a symlink to the release");
+    assert_eq!(s.read(&format!("apps/site/public/index.html")), "version one\n");
+    let facts = s.read(&format!("releases/site/{id}.release"));
+    assert!(facts.contains("REF=refs/heads/main") && facts.contains("MESSAGE=first"), "{facts}");
+    let conf = s.read("nginx/site.conf");
+    assert!(conf.contains("server_name static.example.test;"), "{conf}");
+    assert!(conf.contains(&format!("alias {}/apps/site/public/;", s.root().display())), "{conf}");
+    assert!(s.read("repos/site/config").contains("hooksPath"), "core.hooksPath is set");
+}
+
+#[test]
+fn a_new_commit_redeploys_and_the_same_commit_is_a_no_op() {
+    let s = Server::new();
+    let app = GitApp::new(STATIC_APP);
+    s.push(&app, "site", "main").ok();
+    let first = s.live_id("site").unwrap();
+    app.commit(&[("public/index.html", "version two\n")], "second");
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // release ids have 1 s resolution
+    s.push(&app, "site", "main").ok();
+    let second = s.live_id("site").unwrap();
+    assert_ne!(first, second);
+    assert_eq!(s.read("apps/site/public/index.html"), "version two\n");
+    // By hand, with nothing new: idempotent, says so.
+    let r = s.tool("piku-receive", &["site"]).ok();
+    assert!(r.stderr.contains("already live") && r.stdout.is_empty(), "{}", r.all());
+}
+
+#[test]
+fn only_the_first_pushed_branch_deploys() {
+    let s = Server::new();
+    let app = GitApp::new(STATIC_APP);
+    s.push(&app, "site", "main").ok();
+    app.git(&["checkout", "-q", "-b", "feature"]);
+    app.commit(&[("public/index.html", "feature\n")], "feature work");
+    let r = s.push(&app, "site", "feature").ok();
+    assert!(r.stderr.contains("Branch 'feature' received, not deployed"), "{}", r.stderr);
+    assert_eq!(s.read("apps/site/public/index.html"), "version one\n");
+}
+
+/// Deploy a good release, then push `files` and expect the deploy to fail with
+/// `needle` while the first release stays live.
+fn assert_bad_push_keeps_live(files: &[(&str, &str)], needle: &str) {
+    let s = Server::new();
+    let app = GitApp::new(STATIC_APP);
+    s.push(&app, "site", "main").ok();
+    let live = s.live_id("site").unwrap();
+    let conf = s.read("nginx/site.conf");
+    app.commit(files, "broken");
+    let r = s.push(&app, "site", "main");
+    assert_eq!(r.code, 0, "post-receive cannot reject a push");
+    assert!(r.stderr.contains(needle), "no {needle:?} in:\n{}", r.stderr);
+    assert!(r.stderr.contains("The release that was live is still serving"), "{}", r.stderr);
+    assert_eq!(s.live_id("site").unwrap(), live);
+    assert_eq!(s.read("apps/site/public/index.html"), "version one\n");
+    assert_eq!(s.read("nginx/site.conf"), conf);
+}
+
+#[test]
+fn a_push_without_procfile_fails_and_the_live_release_serves() {
+    assert_bad_push_keeps_live(&[("-Procfile", "")], "has no Procfile");
+}
+
+#[test]
+fn a_procfile_without_workers_fails() {
+    assert_bad_push_keeps_live(&[("Procfile", "release: true\n")], "declares no worker");
+}
+
+#[test]
+fn a_malformed_procfile_line_fails_with_its_number() {
+    assert_bad_push_keeps_live(&[("Procfile", "static: public\nnonsense\n")], "Procfile, line 2: expected 'kind: command'");
+}
+
+#[test]
+fn a_failing_release_task_fails_the_deploy() {
+    assert_bad_push_keeps_live(&[("Procfile", "static: public\nrelease: echo migrating; exit 3\n")], "the release task of 'site' failed (exit code 3)");
+}
+
+#[test]
+fn a_malformed_env_line_fails_with_file_and_line() {
+    assert_bad_push_keeps_live(&[("ENV", "NGINX_SERVER_NAME=static.example.test\nnot a valid line\n")], "ENV, line 2: expected KEY=VALUE");
+}
+
+#[test]
+fn a_value_nginx_would_read_as_syntax_is_refused() {
+    assert_bad_push_keeps_live(&[("ENV", "NGINX_SERVER_NAME=a.test;include /etc/passwd\n")], "NGINX_SERVER_NAME contains ';'");
+}
+
+#[test]
+fn the_release_task_runs_in_the_new_tree_with_the_apps_environment() {
+    let s = Server::new();
+    let app = GitApp::new(&[
+        ("Procfile", "static: public\nrelease: echo \"$APP $GREETING $PWD\" > public/released.txt\n"),
+        ("ENV", "GREETING=hello\n"),
+        ("public/index.html", "x\n"),
+    ]);
+    s.push(&app, "rel", "main").ok();
+    let id = s.live_id("rel").unwrap();
+    let written = s.read("apps/rel/public/released.txt");
+    assert_eq!(written, format!("rel hello {}\n", s.root().join("releases/rel").join(&id).display()));
+}
+
+#[test]
+fn workers_become_vassals_with_the_live_environment() {
+    let s = Server::new();
+    let app = GitApp::new(&[
+        ("Procfile", "web: python3 -m http.server $PORT\nworker: sleep 100\n"),
+        ("ENV", "NGINX_SERVER_NAME=gen.example.test\nTRICKY=100% $(HOME) @(exec://id)\n"),
+    ]);
+    s.push(&app, "gen", "main").ok();
+    let web = s.read("uwsgi-enabled/gen_web.1.ini");
+    assert!(web.contains("attach-daemon = python3 -m http.server $PORT\n"), "{web}");
+    assert!(web.contains("env = TRICKY=100%% %(piku_dollar)(HOME) %(piku_at)(exec://id)\n"), "{web}");
+    assert!(web.contains("env = PROC_TYPE=web\n") && web.contains("env = APP=gen\n"), "{web}");
+    assert_eq!(s.read("uwsgi-available/gen_web.1.ini"), web);
+    assert!(s.read("uwsgi-enabled/gen_worker.1.ini").contains("attach-daemon = sleep 100\n"));
+    assert_eq!(s.read("envs/gen/SCALING"), "web:1\nworker:1\n");
+    let live = s.read("envs/gen/LIVE_ENV");
+    let port = live.lines().find_map(|l| l.strip_prefix("PORT=")).expect("PORT in LIVE_ENV").to_string();
+    assert!(s.read("nginx/gen.conf").contains(&format!("server 127.0.0.1:{port};")));
+
+    // A redeploy keeps the port; a removed kind's vassal goes away.
+    app.commit(&[("Procfile", "web: python3 -m http.server $PORT\n")], "no worker");
+    s.push(&app, "gen", "main").ok();
+    assert!(s.read("envs/gen/LIVE_ENV").contains(&format!("PORT={port}\n")));
+    assert!(!s.root().join("uwsgi-enabled/gen_worker.1.ini").exists());
+    assert!(!s.root().join("uwsgi-available/gen_worker.1.ini").exists());
+    assert_eq!(s.read("envs/gen/SCALING"), "web:1\n");
+}
+
+#[test]
+fn each_tool_runs_by_hand_idempotently() {
+    let s = Server::new();
+    let app = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n"), ("ENV", "NGINX_SERVER_NAME=h.example.test\n")]);
+    s.push(&app, "hand", "main").ok();
+    let id = s.live_id("hand").unwrap();
+    let snapshot = || (s.read("nginx/hand.conf"), s.read("uwsgi-enabled/hand_web.1.ini"), s.read("envs/hand/LIVE_ENV"));
+    let before = snapshot();
+    for _ in 0..2 {
+        s.tool("piku-receive", &["hand"]).ok();
+        s.tool("piku-build", &["hand", &id]).ok();
+        s.tool("piku-config", &["hand"]).ok();
+        s.tool("piku-uwsgi", &["hand"]).ok();
+        s.tool("piku-nginx", &["hand"]).ok();
+    }
+    assert_eq!(snapshot(), before);
+    assert_eq!(s.live_id("hand").unwrap(), id);
+}
+
+#[test]
+fn tools_refuse_bad_arguments_with_usage_errors() {
+    let s = Server::new();
+    for tool in ["piku-receive", "piku-build", "piku-config", "piku-uwsgi", "piku-nginx"] {
+        s.tool(tool, &[]).fails(2, "usage:");
+        s.tool(tool, &["--bogus", "x", "y", "z"]).fails(2, "usage:");
+    }
+    s.tool("piku-build", &["../x", "1"]).fails(1, "invalid app name");
+}
+
+#[test]
+fn piku_deploy_rebuilds_the_live_release() {
+    let s = Server::new();
+    let app = GitApp::new(STATIC_APP);
+    s.push(&app, "site", "main").ok();
+    let id = s.live_id("site").unwrap();
+    let r = s.ssh("deploy site").ok();
+    assert!(r.stderr.contains(&format!("Deployed 'site' release {id}")), "{}", r.stderr);
+}
