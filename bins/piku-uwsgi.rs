@@ -35,7 +35,9 @@ fn main() -> ExitCode {
                 let env = envfile::read_literal(&rel.fact_file("env"))?
                     .ok_or_else(|| Error::new(format!("release {} of '{}' has no resolved environment; run piku-config first", rel.id, rel.app)))?;
                 let vassals = render_all(&root, &rel, &env, &read_scaling(&root, &rel.app)?)?;
-                output::step(format!("{} worker configuration(s) of '{}' are valid", vassals.len(), rel.app));
+                if !vassals.is_empty() {
+                    output::step(format!("Worker configuration of '{}' is valid ({} vassals)", rel.app, vassals.len()));
+                }
                 Ok(())
             }
             ["--stop", app] => stop(&root, &existing(&root, app)?),
@@ -53,10 +55,9 @@ fn existing(root: &Root, app: &str) -> Result<AppName> {
     Ok(app)
 }
 
-/// The uid and gid this tool runs as (uWSGI accepts numbers).
-fn ids() -> (u32, u32) {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| (m.uid(), m.gid())).unwrap_or((0, 0))
+/// The user and group this tool runs as, by name (uWSGI reads `0` as a name).
+fn ids() -> (String, String) {
+    (piku::paths::user_name(), piku::paths::group_name())
 }
 
 #[derive(Serialize)]
@@ -64,8 +65,8 @@ struct EmperorCtx {
     uwsgi_root: String,
     enabled_dir: String,
     log_maxsize: &'static str,
-    uid: u32,
-    gid: u32,
+    uid: String,
+    gid: String,
     threads: usize,
 }
 
@@ -93,8 +94,8 @@ struct VassalCtx {
     app: String,
     kind: String,
     chdir: String,
-    uid: u32,
-    gid: u32,
+    uid: String,
+    gid: String,
     max_requests: String,
     listen: String,
     processes: String,

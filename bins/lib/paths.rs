@@ -92,15 +92,24 @@ pub fn home_dir() -> PathBuf {
 /// The name of the user this process runs as (from /etc/passwd), else $USER.
 pub fn user_name() -> String {
     use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
-    let from_passwd = uid.and_then(|uid| {
-        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-        passwd.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
-        })
-    });
-    from_passwd.or_else(|| std::env::var("USER").ok()).unwrap_or_default()
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    id_name("/etc/passwd", uid).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| uid.to_string())
+}
+
+/// The name of this process's group (from /etc/group), else its number.
+pub fn group_name() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let gid = std::fs::metadata("/proc/self").map(|m| m.gid()).unwrap_or(0);
+    id_name("/etc/group", gid).unwrap_or_else(|| gid.to_string())
+}
+
+/// The name for a numeric id in a passwd-style file (`name:x:id:...`).
+fn id_name(file: &str, id: u32) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2].parse::<u32>().ok() == Some(id)).then(|| f[0].to_string())
+    })
 }
 
 /// The PATH apps start from: the same whoever runs the tools (ssh, a shell,
