@@ -8,6 +8,8 @@
 //!   piku-build --task release|preflight <app> <release-id>
 //!       run that Procfile task in the release's tree with its resolved
 //!       environment (releases/<app>/<id>.env); a failure stops the deploy.
+//!   piku-build --destroy <app>
+//!       remove the app's dependency environments (directories in envs/<app>).
 
 use piku::envfile::{self, Env};
 use piku::error::{Error, IoContext, Result};
@@ -25,11 +27,12 @@ fn main() -> ExitCode {
                 let rel = Release::open(&root, &AppName::parse(app)?, id)?;
                 run_task(&rel, task)
             }
+            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
             [app, id] if !app.starts_with('-') => {
                 let rel = Release::open(&root, &AppName::parse(app)?, id)?;
                 build(&root, &rel)
             }
-            _ => Err(Error::usage("usage: piku-build <app> <release-id> | --task release|preflight <app> <release-id>")),
+            _ => Err(Error::usage("usage: piku-build <app> <release-id> | --task release|preflight <app> <release-id> | --destroy <app>")),
         }
     })
 }
@@ -217,4 +220,16 @@ fn run_task(rel: &Release, task: &str) -> Result<()> {
     let mut cmd = Command::new("sh");
     cmd.args(["-c", command]).current_dir(&rel.dir).env_clear().envs(&env).env("PWD", &rel.dir).env("PROC_TYPE", task);
     process::run_streamed(&mut cmd, &format!("the {task} task of '{}'", rel.app))
+}
+
+/// Remove every directory in envs/<app>: the dependency environments (and a
+/// virtualenv piku.py left there). Files belong to the other tools.
+fn destroy(root: &Root, app: &AppName) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(root.env_dir(app)) else { return Ok(()) };
+    for e in entries.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            std::fs::remove_dir_all(e.path()).at("remove", &e.path())?;
+        }
+    }
+    Ok(())
 }

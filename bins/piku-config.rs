@@ -10,6 +10,7 @@
 //!   piku-config --unset <app> KEY...
 //!   piku-config --restore <app>   put back envs/<app>/ENV as it was before the
 //!                                 last --set/--unset (when applying it failed)
+//!   piku-config --destroy <app>   remove envs/<app> (after the other tools removed theirs)
 //!
 //! Layers, later wins: bootstrap (APP, LOG_ROOT, DATA_ROOT, HOME, USER, PATH,
 //! PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT
@@ -18,6 +19,7 @@
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
 use piku::release::{self, Release};
+use piku::scaling;
 use piku::settings::Settings;
 use piku::{AppName, Root, atomic, output};
 use std::process::ExitCode;
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
             ["--set", app, pairs @ ..] if !pairs.is_empty() => set(&root, &existing(&root, app)?, pairs),
             ["--unset", app, keys @ ..] if !keys.is_empty() => unset(&root, &existing(&root, app)?, keys),
             ["--restore", app] => restore(&root, &existing(&root, app)?),
+            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
             [app, id] if !app.starts_with('-') => {
                 let app = AppName::parse(app)?;
                 let rel = Release::open(&root, &app, id)?;
@@ -48,7 +51,7 @@ fn main() -> ExitCode {
                 write_env(&root.live_env_file(&app), &env)
             }
             _ => Err(Error::usage(
-                "usage: piku-config <app> [<release-id>] | --show|--live <app> [--json] | --get <app> KEY | --set <app> KEY=VALUE... | --unset <app> KEY...",
+                "usage: piku-config <app> [<release-id>] | --show|--live <app> [--json] | --get <app> KEY | --set <app> KEY=VALUE... | --unset <app> KEY... | --restore|--destroy <app>",
             )),
         }
     })
@@ -93,7 +96,7 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
 
     if rel.procfile()?.serves_web() {
         if !env.contains_key("PORT") {
-            let port = previous_port(root, app).map(Ok).unwrap_or_else(|| free_port(root))?;
+            let port = previous_port(root, app).map(Ok).unwrap_or_else(|| free_port(root, &[]))?;
             env.insert("PORT".into(), port.to_string());
         }
         // Defaults, which the operator may change server-wide in $PIKU_ROOT/settings.
@@ -107,12 +110,35 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
         }
     }
     if let Some(port) = env.get("PORT") {
-        port.parse::<u16>()
+        let port = port
+            .parse::<u16>()
             .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| Error::new(format!("PORT of '{app}' is {port:?}, not a TCP port number (1-65535)")))?;
+        write_web_ports(root, app, port)?;
     }
     Ok(env)
+}
+
+/// PORTS: a port for each `web` instance SCALING asks for (instance 1 is
+/// PORT), kept across deploys so nginx and the workers agree.
+fn write_web_ports(root: &Root, app: &AppName, first: u16) -> Result<()> {
+    let count = scaling::read_scaling(root, app)?.get("web").copied().unwrap_or(1).max(1);
+    let old = scaling::read_web_ports(root, app)?;
+    let mut ports = std::collections::BTreeMap::new();
+    ports.insert(1u32, first);
+    for n in 2..=count {
+        let port = match old.get(&n) {
+            Some(p) if *p != first => *p,
+            _ => free_port(root, &ports.values().copied().collect::<Vec<_>>())?,
+        };
+        ports.insert(n, port);
+    }
+    if ports != old {
+        let text: String = ports.iter().map(|(n, p)| format!("{n}:{p}\n")).collect();
+        atomic::write_file(&scaling::ports_file(root, app), text.as_bytes(), 0o644)?;
+    }
+    Ok(())
 }
 
 /// The port the live release used, so a redeploy keeps it.
@@ -121,16 +147,20 @@ fn previous_port(root: &Root, app: &AppName) -> Option<u16> {
     live.get("PORT")?.parse().ok()
 }
 
-/// A free port on loopback that no other app has claimed in its LIVE_ENV.
-fn free_port(root: &Root) -> Result<u16> {
-    let claimed: Vec<u16> = std::fs::read_dir(root.dir("envs"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| envfile::read_literal(&e.path().join("LIVE_ENV")).ok().flatten())
-                .filter_map(|env| env.get("PORT")?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+/// A free port on loopback that no app has claimed (LIVE_ENV's PORT, PORTS),
+/// nor `taken`.
+fn free_port(root: &Root, taken: &[u16]) -> Result<u16> {
+    let mut claimed: Vec<u16> = taken.to_vec();
+    if let Ok(rd) = std::fs::read_dir(root.dir("envs")) {
+        for dir in rd.filter_map(|e| e.ok()).map(|e| e.path()) {
+            if let Ok(Some(env)) = envfile::read_literal(&dir.join("LIVE_ENV")) {
+                claimed.extend(env.get("PORT").and_then(|p| p.parse::<u16>().ok()));
+            }
+            if let Ok(ports) = scaling::read_counts(&dir.join("PORTS")) {
+                claimed.extend(ports.values().filter_map(|p| u16::try_from(*p).ok()));
+            }
+        }
+    }
     for _ in 0..50 {
         let sock = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::new(format!("cannot find a free port: {e}")))?;
         let port = sock.local_addr().map_err(|e| Error::new(format!("cannot find a free port: {e}")))?.port();
@@ -237,4 +267,13 @@ fn unset(root: &Root, app: &AppName, keys: &[&str]) -> Result<()> {
         }
     }
     save_user_env(root, app, &env)
+}
+
+/// Remove the app's config files and then envs/<app> itself.
+fn destroy(root: &Root, app: &AppName) -> Result<()> {
+    let dir = root.env_dir(app);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //!                                     release, test it, publish it, reload nginx
 //!   piku-nginx --check <app> <id>     render and test a staged release; publish nothing
 //!   piku-nginx --reload               ask nginx to reload (settings: NGINX_RELOAD)
+//!   piku-nginx --destroy <app>        remove the app's nginx files and reload
 //!
 //! Only apps with NGINX_SERVER_NAME get a server block. A block is tested with
 //! `nginx -t` together with every other app's live block before it is renamed
@@ -13,6 +14,7 @@ use piku::envfile::{self, Env};
 use piku::error::{Error, IoContext, Result};
 use piku::procfile::Procfile;
 use piku::release::{self, Release};
+use piku::scaling;
 use piku::settings::Settings;
 use piku::{AppName, Root, atomic, output, process, syntax, templates};
 use serde::Serialize;
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         let settings = Settings::load(&root)?;
         match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
             ["--reload"] => reload(&settings),
+            ["--destroy", app] => destroy(&root, &settings, &AppName::parse(app)?),
             ["--check", app, id] => {
                 let rel = Release::open(&root, &AppName::parse(app)?, id)?;
                 let env = envfile::read_literal(&rel.fact_file("env"))?
@@ -43,7 +46,7 @@ fn main() -> ExitCode {
                 release::require_app(&root, &app)?;
                 publish(&root, &settings, &app)
             }
-            _ => Err(Error::usage("usage: piku-nginx <app> | --check <app> <release-id> | --reload")),
+            _ => Err(Error::usage("usage: piku-nginx <app> | --check <app> <release-id> | --reload | --destroy <app>")),
         }
     })
 }
@@ -161,7 +164,12 @@ fn upstream(root: &Root, app: &AppName, procfile: &Procfile, env: &Env) -> Resul
     if ["web", "rwsgi", "php"].iter().any(|k| procfile.has(k)) {
         let bind = syntax::nginx_word("BIND_ADDRESS", env.get("BIND_ADDRESS").map(String::as_str).unwrap_or("127.0.0.1"))?;
         let port = env.get("PORT").ok_or_else(|| Error::new(format!("app '{app}' has a web worker but no PORT")))?;
-        return Ok(Some(Upstream { name, servers: vec![format!("{bind}:{}", syntax::nginx_word("PORT", port)?)], uwsgi: false }));
+        let mut servers = vec![format!("{bind}:{}", syntax::nginx_word("PORT", port)?)];
+        // web=N: every instance has its own port (PORTS); nginx balances them.
+        let count = scaling::read_scaling(root, app)?.get("web").copied().unwrap_or(1);
+        let ports = scaling::read_web_ports(root, app)?;
+        servers.extend((2..=count).filter_map(|n| ports.get(&n)).map(|p| format!("{bind}:{p}")));
+        return Ok(Some(Upstream { name, servers, uwsgi: false }));
     }
     Ok(None)
 }
@@ -259,3 +267,19 @@ fn reload(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+
+/// Remove the app's server block, socket, key, certificate and ACME files.
+fn destroy(root: &Root, settings: &Settings, app: &AppName) -> Result<()> {
+    let mut removed = false;
+    for ext in ["conf", "sock", "key", "crt"] {
+        removed |= atomic::remove_file(&root.dir("nginx").join(format!("{app}.{ext}")))?;
+    }
+    let acme = root.dir("acme").join(app.as_str());
+    if acme.exists() {
+        std::fs::remove_dir_all(&acme).at("remove", &acme)?;
+    }
+    if removed {
+        reload(settings)?;
+    }
+    Ok(())
+}

@@ -9,6 +9,8 @@
 //!       is nothing to deploy (another branch, a deleted ref, already live).
 //!   piku-receive --activate <app> <id>
 //!       make <id> live: switch the apps/<app> symlink; prune old releases.
+//!   piku-receive --destroy <app>
+//!       remove apps/<app>, releases/<app> and repos/<app>.
 
 use piku::envfile::{self, Env};
 use piku::error::{Error, IoContext, Result};
@@ -28,9 +30,10 @@ fn main() -> ExitCode {
         match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
             ["--serve", verb @ ("git-receive-pack" | "git-upload-pack"), app] => serve(&root, verb, &AppName::parse(app)?),
             ["--activate", app, id] => activate(&root, &AppName::parse(app)?, id),
+            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
             [app] if !app.starts_with('-') => receive(&root, &AppName::parse(app)?),
             _ => Err(Error::usage(
-                "usage: piku-receive <app> < ref-lines | --serve git-receive-pack|git-upload-pack <app> | --activate <app> <release-id>",
+                "usage: piku-receive <app> < ref-lines | --serve git-receive-pack|git-upload-pack <app> | --activate <app> <release-id> | --destroy <app>",
             )),
         }
     })
@@ -240,4 +243,19 @@ fn prune(root: &Root, app: &AppName, live: &str) -> Result<()> {
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn destroy(root: &Root, app: &AppName) -> Result<()> {
+    let link = root.app_dir(app);
+    if link.is_symlink() {
+        atomic::remove_file(&link)?;
+    } else if link.is_dir() {
+        std::fs::remove_dir_all(&link).at("remove", &link)?;
+    }
+    for dir in [root.releases_dir(app), root.repo_dir(app)] {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).at("remove", &dir)?;
+        }
+    }
+    Ok(())
 }

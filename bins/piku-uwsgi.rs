@@ -4,7 +4,10 @@
 //!                               release (Procfile + SCALING + LIVE_ENV) and
 //!                               publish them into uwsgi-enabled/
 //!   piku-uwsgi --check <app> <release-id>   render a staged release, publish nothing
-//!   piku-uwsgi --stop|--start|--restart <app>
+//!   piku-uwsgi --stop|--start|--restart|--destroy <app>
+//!   piku-uwsgi --ps <app> [--json]        worker counts and which workers run
+//!   piku-uwsgi --scale <app> kind=N...    validate and store SCALING (not applied)
+//!   piku-uwsgi --logs <app> [kind] [-n N] [--no-follow]
 //!   piku-uwsgi --setup          write the emperor's uwsgi/uwsgi.ini
 //!
 //! A vassal is written to uwsgi-available/<app>_<kind>.<n>.ini and published
@@ -14,6 +17,7 @@ use piku::envfile::{self, Env};
 use piku::error::{Error, IoContext, Result};
 use piku::procfile;
 use piku::release::{self, Release};
+use piku::scaling::{self, read_scaling};
 use piku::vassals::{app_vassals, vassal_name, worker_label};
 use piku::{AppName, Root, atomic, output, syntax, templates};
 use serde::Serialize;
@@ -41,10 +45,17 @@ fn main() -> ExitCode {
                 Ok(())
             }
             ["--stop", app] => stop(&root, &existing(&root, app)?),
+            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
+            ["--ps", app] => ps(&root, &existing(&root, app)?, false),
+            ["--ps", app, "--json"] => ps(&root, &existing(&root, app)?, true),
+            ["--scale", app, pairs @ ..] if !pairs.is_empty() => scale(&root, &existing(&root, app)?, pairs),
+            ["--logs", app, rest @ ..] => logs(&root, &existing(&root, app)?, rest),
             ["--start", app] => start(&root, &existing(&root, app)?),
             ["--restart", app] => publish(&root, &existing(&root, app)?, true),
             [app] if !app.starts_with('-') => publish(&root, &existing(&root, app)?, false),
-            _ => Err(Error::usage("usage: piku-uwsgi <app> | --check <app> <release-id> | --stop|--start|--restart <app> | --setup")),
+            _ => Err(Error::usage(
+                "usage: piku-uwsgi <app> | --check <app> <release-id> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
+            )),
         }
     })
 }
@@ -93,6 +104,7 @@ struct VassalCtx {
     placeholders: &'static [(&'static str, &'static str)],
     app: String,
     kind: String,
+    instance: u32,
     chdir: String,
     uid: String,
     gid: String,
@@ -109,35 +121,23 @@ struct VassalCtx {
     env: Vec<(String, String)>,
 }
 
-/// `SCALING`: `kind:count` lines; a missing kind means 1.
-fn read_scaling(root: &Root, app: &AppName) -> Result<BTreeMap<String, u32>> {
-    let path = root.scaling_file(app);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(Error::io("read", &path, e)),
-    };
-    let mut counts = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let parsed = line.split_once(':').and_then(|(k, v)| Some((k.trim().to_string(), v.trim().parse::<u32>().ok()?)));
-        let (kind, count) = parsed.ok_or_else(|| Error::new(format!("{}, line {}: expected 'kind:count': {line:?}", path.display(), n + 1)))?;
-        counts.insert(kind, count);
-    }
-    Ok(counts)
-}
-
 /// Every vassal the release wants: file name -> contents.
 fn render_all(root: &Root, rel: &Release, env: &Env, scaling: &BTreeMap<String, u32>) -> Result<BTreeMap<String, String>> {
     let procfile = rel.procfile()?;
+    let ports = scaling::read_web_ports(root, &rel.app)?;
     let mut out = BTreeMap::new();
     for worker in procfile.workers().filter(|w| w.kind != "static") {
         let count = scaling.get(&worker.kind).copied().unwrap_or(1);
         for n in 1..=count {
-            let text = render_vassal(root, rel, &worker.kind, &worker.command, n, env)?;
+            // Each web instance listens on its own port (PORTS); nginx balances them.
+            let mut env = env.clone();
+            if worker.kind == "web" && n > 1 {
+                let port = ports.get(&n).ok_or_else(|| {
+                    Error::new(format!("web instance {n} of '{}' has no port yet; run piku-config {} first", rel.app, rel.app))
+                })?;
+                env.insert("PORT".into(), port.to_string());
+            }
+            let text = render_vassal(root, rel, &worker.kind, &worker.command, n, &env)?;
             out.insert(vassal_name(&rel.app, &worker.kind, n), text);
         }
     }
@@ -202,6 +202,7 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
         placeholders: syntax::UWSGI_PLACEHOLDERS,
         app: app.to_string(),
         kind: kind.to_string(),
+        instance: n,
         chdir: root.app_dir(app).display().to_string(),
         uid,
         gid,
@@ -266,7 +267,7 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     for w in procfile.workers() {
         scaling.insert(w.kind.clone(), old_scaling.get(&w.kind).copied().unwrap_or(1));
     }
-    let text: String = procfile.workers().map(|w| format!("{}:{}\n", w.kind, scaling[&w.kind])).collect();
+    let text = scaling::render_counts(procfile.workers().map(|w| (w.kind.as_str(), scaling[&w.kind])));
     atomic::write_file(&root.scaling_file(app), text.as_bytes(), 0o644)?;
 
     let wanted = render_all(root, &rel, &env, &scaling)?;
@@ -314,4 +315,122 @@ fn stop(root: &Root, app: &AppName) -> Result<()> {
 
 fn start(root: &Root, app: &AppName) -> Result<()> {
     publish(root, app, false)
+}
+
+/// Remove every vassal of the app, its SCALING and its logs (on `destroy`).
+fn destroy(root: &Root, app: &AppName) -> Result<()> {
+    for dir in ["uwsgi-enabled", "uwsgi-available"] {
+        let dir = root.dir(dir);
+        for name in app_vassals(root, app, &dir)? {
+            atomic::remove_file(&dir.join(&name))?;
+        }
+    }
+    atomic::remove_file(&root.scaling_file(app))?;
+    let logs = root.log_dir(app);
+    if logs.exists() {
+        std::fs::remove_dir_all(&logs).at("remove", &logs)?;
+    }
+    Ok(())
+}
+
+/// SCALING, and for each worker whether its vassal is enabled and its master runs.
+fn ps(root: &Root, app: &AppName, json: bool) -> Result<()> {
+    let counts = read_scaling(root, app)?;
+    if counts.is_empty() {
+        return Err(Error::new(format!("app '{app}' has no workers yet; push to deploy it")));
+    }
+    let enabled: Vec<String> = app_vassals(root, app, &root.dir("uwsgi-enabled"))?;
+    let running = piku::vassals::running_workers();
+    let mut kinds_json = Vec::new();
+    for (kind, count) in &counts {
+        if !json {
+            output::data(format!("{kind}:{count}"));
+        }
+        let mut workers_json = Vec::new();
+        for n in 1..=*count {
+            let state = if kind == "static" {
+                "served by nginx"
+            } else if !enabled.contains(&vassal_name(app, kind, n)) {
+                "stopped"
+            } else if running.contains(&format!("{app}:{kind}.{n}")) {
+                "running"
+            } else {
+                "starting"
+            };
+            if json {
+                workers_json.push(format!("{{\"name\":\"{kind}.{n}\",\"state\":\"{state}\"}}"));
+            } else {
+                output::data(format!("  {kind}.{n} {state}"));
+            }
+        }
+        kinds_json.push(format!("{}:{{\"count\":{count},\"workers\":[{}]}}", output::json_string(kind), workers_json.join(",")));
+    }
+    if json {
+        output::data(format!("{{{}}}", kinds_json.join(",")));
+    }
+    Ok(())
+}
+
+/// `ps:scale`: check every `kind=N` against the live Procfile, then store SCALING.
+fn scale(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
+    let rel = Release::live_or_err(root, app)?;
+    let procfile = rel.procfile()?;
+    let mut counts = read_scaling(root, app)?;
+    let mut changes = Vec::new();
+    for pair in pairs {
+        let (kind, n) = scaling::parse_scale_arg(pair).map_err(|e| Error::new(format!("{e}; nothing was changed")))?;
+        if !procfile.workers().any(|w| w.kind == kind) {
+            let kinds: Vec<&str> = procfile.workers().map(|w| w.kind.as_str()).collect();
+            return Err(Error::new(format!("'{app}' has no '{kind}' worker (its Procfile has: {}); nothing was changed", kinds.join(", "))));
+        }
+        if kind == "static" && n > 1 {
+            return Err(Error::new("'static' is served by nginx and cannot be scaled beyond 1; nothing was changed"));
+        }
+        changes.push((kind, n));
+    }
+    for (kind, n) in changes {
+        output::step(format!("Scaling {app}:{kind} to {n}"));
+        counts.insert(kind, n);
+    }
+    let text = scaling::render_counts(procfile.workers().map(|w| (w.kind.as_str(), counts.get(&w.kind).copied().unwrap_or(1))));
+    atomic::write_file(&root.scaling_file(app), text.as_bytes(), 0o644)
+}
+
+/// `logs`: the last lines of each worker log (or one kind's), then follow.
+fn logs(root: &Root, app: &AppName, rest: &[&str]) -> Result<()> {
+    let mut kind: Option<&str> = None;
+    let mut lines = 20usize;
+    let mut follow = true;
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        match *arg {
+            "--no-follow" => follow = false,
+            "-n" => {
+                let v = it.next().ok_or_else(|| Error::usage("-n needs a number of lines"))?;
+                lines = v.parse().map_err(|_| Error::usage(format!("-n needs a number of lines, not {v:?}")))?;
+            }
+            k if !k.starts_with('-') && kind.is_none() => kind = Some(k),
+            other => return Err(Error::usage(format!("logs: unexpected argument {other:?}"))),
+        }
+    }
+    let dir = root.log_dir(app);
+    let mut files: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter_map(|n| n.strip_suffix(".log").map(str::to_string))
+                .filter(|label| kind.is_none_or(|k| label.rsplit_once('.').map(|(kd, _)| kd) == Some(k)))
+                .map(|label| (label.clone(), dir.join(format!("{label}.log"))))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::new(match kind {
+            Some(k) => format!("no logs for '{app}' worker '{k}'"),
+            None => format!("no logs for '{app}' yet"),
+        }));
+    }
+    piku::logtail::tail(files, lines, follow);
+    Ok(())
 }

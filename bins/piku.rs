@@ -19,6 +19,9 @@ Apps:
   deploy <app>                  rebuild and restart the live release
   destroy <app>                 remove an app (its data/ and cache/ are kept)
   stop|start|restart <app>      stop, start or restart the app's workers
+  ps <app> [--json]             worker counts, and whether each worker runs
+  ps:scale <app> KIND=N...      change worker counts (no rebuild)
+  logs <app> [KIND] [-n N] [--no-follow]   show the workers' logs, then follow
   run <app> <cmd>...            run a command in the app's tree and environment
 
 Config:
@@ -80,6 +83,10 @@ fn dispatch(root: &Root, args: &[String]) -> Result<()> {
             run_tool("piku-uwsgi", &["--restart", app.as_str()])
         }
         ["run", app, cmd @ ..] if !cmd.is_empty() => run(root, &existing(root, app)?, cmd),
+        ["ps", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--ps", app, rest),
+        ["logs", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--logs", app, rest),
+        ["ps:scale", app, pairs @ ..] if !pairs.is_empty() => scale(root, &existing(root, app)?, pairs),
+        ["destroy", app] => destroy(root, &existing(root, app)?),
         [cmd, ..] if is_known(cmd) => Err(Error::usage(format!("wrong arguments for '{cmd}'; see 'help'"))),
         [cmd, ..] => Err(Error::usage(format!("unknown command '{cmd}'; nothing was run. See 'help' for the commands"))),
     }
@@ -272,4 +279,31 @@ fn run(root: &Root, app: &AppName, cmd: &[&str]) -> Result<()> {
         .ok_or_else(|| Error::new(format!("app '{app}' has no live environment yet; push to deploy it")))?;
     let line = if cmd.len() == 1 { cmd[0].to_string() } else { shell_words::join(cmd) };
     exec(Command::new("sh").args(["-c", &line]).current_dir(root.app_dir(app)).envs(&env))
+}
+
+/// `ps:scale`: store the counts, then re-resolve ports and apply to the
+/// workers and nginx; no rebuild.
+fn scale(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
+    let _lock = AppLock::acquire(root, app)?;
+    run_tool("piku-uwsgi", &[&["--scale", app.as_str()], pairs].concat())?;
+    run_tool("piku-config", &[app.as_str()])?;
+    run_tool("piku-uwsgi", &[app.as_str()])?;
+    run_tool("piku-nginx", &[app.as_str()])
+}
+
+/// `destroy`: each tool removes its own files; data/ and cache/ are kept.
+fn destroy(root: &Root, app: &AppName) -> Result<()> {
+    let _lock = AppLock::acquire(root, app)?;
+    output::step(format!("Destroying '{app}'"));
+    run_tool("piku-uwsgi", &["--destroy", app.as_str()])?;
+    run_tool("piku-nginx", &["--destroy", app.as_str()])?;
+    run_tool("piku-build", &["--destroy", app.as_str()])?;
+    run_tool("piku-config", &["--destroy", app.as_str()])?;
+    run_tool("piku-receive", &["--destroy", app.as_str()])?;
+    for kept in [root.data_dir(app), root.cache_dir(app)] {
+        if kept.exists() {
+            output::warn(format!("Kept {} (remove it by hand if you are sure)", kept.display()));
+        }
+    }
+    Ok(())
 }

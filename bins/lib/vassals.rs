@@ -70,3 +70,22 @@ mod tests {
         assert_eq!(worker_label(&foo, "foo_web.1.ini"), "web.1");
     }
 }
+
+/// The workers whose vassal master runs now, as `app:kind.n`, read from the
+/// process titles uWSGI sets (`procname-prefix = <app>:<kind>.<n>:`).
+pub fn running_workers() -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let name = p.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else { continue };
+        let title = String::from_utf8_lossy(&cmdline);
+        if let Some(idx) = title.find(":uWSGI master") {
+            out.insert(title[..idx].trim_end_matches('\0').to_string());
+        }
+    }
+    out
+}

@@ -8,3 +8,4 @@ mod harness;
 mod config;
 mod deploy;
 mod front_door;
+mod workers;

@@ -1,0 +1,132 @@
+//! Workers: scaling, lifecycle and logs through the front door (the emperor
+//! itself is exercised in tests/e2e).
+
+use crate::harness::*;
+
+fn web_app(s: &Server, name: &str) -> GitApp {
+    let app = GitApp::new(&[
+        ("Procfile", "web: python3 -m http.server $PORT\nworker: sleep 1000\n"),
+        ("ENV", &format!("NGINX_SERVER_NAME={name}.example.test\n")),
+    ]);
+    s.push(&app, name, "main").ok();
+    app
+}
+
+#[test]
+fn ps_scale_gives_each_web_instance_its_own_port_and_nginx_lists_them() {
+    let s = Server::new();
+    web_app(&s, "sc");
+    s.ssh("ps:scale sc web=3 worker=0").ok();
+    assert_eq!(s.read("envs/sc/SCALING"), "web:3\nworker:0\n");
+    let ports: Vec<String> = s.read("envs/sc/PORTS").lines().map(|l| l.split(':').nth(1).unwrap().to_string()).collect();
+    assert_eq!(ports.len(), 3);
+    let mut unique = ports.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "distinct ports: {ports:?}");
+    assert!(s.read("envs/sc/LIVE_ENV").contains(&format!("PORT={}\n", ports[0])));
+    let conf = s.read("nginx/sc.conf");
+    for p in &ports {
+        assert!(conf.contains(&format!("server 127.0.0.1:{p};")), "{p} missing:\n{conf}");
+        assert!(std::fs::read_dir(s.root().join("uwsgi-enabled")).unwrap().count() >= 3);
+    }
+    for n in 1..=3 {
+        let ini = s.read(&format!("uwsgi-enabled/sc_web.{n}.ini"));
+        assert!(ini.contains(&format!("env = PORT={}\n", ports[n - 1])), "web.{n}:\n{ini}");
+        assert!(ini.contains(&format!("procname-prefix = sc:web.{n}:\n")));
+    }
+    assert!(!s.root().join("uwsgi-enabled/sc_worker.1.ini").exists());
+    // Ports stay put across a redeploy and a scale down keeps the first ones.
+    s.ssh("deploy sc").ok();
+    s.ssh("ps:scale sc web=2").ok();
+    assert!(!s.root().join("uwsgi-enabled/sc_web.3.ini").exists());
+    let conf = s.read("nginx/sc.conf");
+    assert!(conf.contains(&format!("server 127.0.0.1:{};", ports[1])) && !conf.contains(&format!("127.0.0.1:{};", ports[2])));
+}
+
+#[test]
+fn ps_scale_refuses_bad_counts_and_unknown_kinds_and_changes_nothing() {
+    let s = Server::new();
+    web_app(&s, "sc");
+    let before = s.read("envs/sc/SCALING");
+    s.ssh("ps:scale sc web=-1").fails(1, "below 0");
+    s.ssh("ps:scale sc web=two").fails(1, "whole number");
+    s.ssh("ps:scale sc cron=1").fails(1, "has no 'cron' worker");
+    s.ssh("ps:scale sc web=2 nope=1").fails(1, "nothing was changed");
+    s.ssh("ps:scale sc web").fails(1, "kind=N");
+    assert_eq!(s.read("envs/sc/SCALING"), before);
+}
+
+#[test]
+fn ps_reports_counts_and_states() {
+    let s = Server::new();
+    web_app(&s, "sc");
+    s.ssh("stop sc").ok();
+    let out = s.ssh("ps sc").ok().stdout;
+    assert_eq!(out, "web:1\n  web.1 stopped\nworker:1\n  worker.1 stopped\n");
+    s.ssh("start sc").ok();
+    let json = s.ssh("ps sc --json").ok().stdout;
+    // No emperor runs in these tests: enabled but not yet running.
+    assert_eq!(json, "{\"web\":{\"count\":1,\"workers\":[{\"name\":\"web.1\",\"state\":\"starting\"}]},\"worker\":{\"count\":1,\"workers\":[{\"name\":\"worker.1\",\"state\":\"starting\"}]}}\n");
+}
+
+#[test]
+fn stop_matches_the_app_exactly() {
+    let s = Server::new();
+    web_app(&s, "foo");
+    web_app(&s, "foobar");
+    web_app(&s, "foo_x");
+    s.ssh("stop foo").ok();
+    let enabled: Vec<String> = {
+        let mut v: Vec<String> = std::fs::read_dir(s.root().join("uwsgi-enabled")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(enabled, ["foo_x_web.1.ini", "foo_x_worker.1.ini", "foobar_web.1.ini", "foobar_worker.1.ini"]);
+    s.ssh("restart foo").ok();
+    assert!(s.root().join("uwsgi-enabled/foo_web.1.ini").exists());
+}
+
+#[test]
+fn auto_restart_off_leaves_running_workers_alone_until_restart() {
+    let s = Server::new();
+    let app = web_app(&s, "ar");
+    s.ssh("config:set ar PIKU_AUTO_RESTART=false").ok();
+    let before = s.read("uwsgi-enabled/ar_web.1.ini");
+    app.commit(&[("ENV", "NGINX_SERVER_NAME=ar.example.test\nNEW_SETTING=1\n")], "new setting");
+    s.push(&app, "ar", "main").ok();
+    assert_eq!(s.read("uwsgi-enabled/ar_web.1.ini"), before, "running vassal untouched");
+    assert!(s.read("uwsgi-available/ar_web.1.ini").contains("env = NEW_SETTING=1"));
+    s.ssh("restart ar").ok();
+    assert!(s.read("uwsgi-enabled/ar_web.1.ini").contains("env = NEW_SETTING=1"));
+}
+
+#[test]
+fn logs_show_the_last_lines_with_prefixes_without_following() {
+    let s = Server::new();
+    web_app(&s, "lg");
+    let dir = s.root().join("logs/lg");
+    std::fs::write(dir.join("web.1.log"), (1..=30).map(|i| format!("web line {i}\n")).collect::<String>()).unwrap();
+    std::fs::write(dir.join("worker.1.log"), "worker says hi\n").unwrap();
+    let out = s.ssh("logs lg -n 2 --no-follow").ok().stdout;
+    assert_eq!(out, "web.1    | web line 29\nweb.1    | web line 30\nworker.1 | worker says hi\n");
+    let only = s.ssh("logs lg worker --no-follow").ok().stdout;
+    assert_eq!(only, "worker.1 | worker says hi\n");
+    s.ssh("logs lg cron --no-follow").fails(1, "no logs for 'lg' worker 'cron'");
+}
+
+#[test]
+fn destroy_removes_the_app_but_keeps_its_data() {
+    let s = Server::new();
+    web_app(&s, "gone");
+    web_app(&s, "gonebutnot");
+    std::fs::write(s.root().join("data/gone/precious"), "keep me").unwrap();
+    let r = s.ssh("destroy gone").ok();
+    assert!(r.stderr.contains("Kept"), "{}", r.stderr);
+    for p in ["apps/gone", "repos/gone", "releases/gone", "envs/gone", "logs/gone", "nginx/gone.conf", "uwsgi-enabled/gone_web.1.ini", "uwsgi-available/gone_web.1.ini"] {
+        assert!(!s.root().join(p).exists(), "{p} still exists");
+    }
+    assert_eq!(s.read("data/gone/precious"), "keep me");
+    assert!(s.root().join("uwsgi-enabled/gonebutnot_web.1.ini").exists());
+    assert_eq!(s.ssh("apps").ok().stdout, "*gonebutnot\n");
+}
