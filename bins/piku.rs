@@ -33,7 +33,9 @@ Config:
 
 Server:
   setup                         create ~/.piku and the uWSGI emperor's config
-  setup:ssh <pubkey-file|->     allow an ssh key (forced to this command)
+  setup:ssh [--name NAME] [--apps APP,...] <pubkey-file|->
+                                allow an ssh key (forced to this command),
+                                optionally only for some existing apps
   help                          this text
 
 git (used by git push / git clone):
@@ -56,14 +58,13 @@ fn main() -> ExitCode {
 
 fn dispatch(root: &Root, args: &[String]) -> Result<()> {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let access = Access::from_env();
+    access.check(root, &argv)?;
     match argv.as_slice() {
-        [] | ["help" | "--help" | "-h"] => {
-            output::data(HELP.trim_end());
-            Ok(())
-        }
-        ["apps"] => apps(root),
+        [] | ["help" | "--help" | "-h"] => help(root),
+        ["apps"] => apps(root, &access),
         ["setup"] => setup(root),
-        ["setup:ssh", file] => setup_ssh(file),
+        ["setup:ssh", rest @ ..] if !rest.is_empty() => setup_ssh(rest),
         [verb @ ("git-receive-pack" | "git-upload-pack"), app] => {
             let app = AppName::parse(git_path_to_app(app))?;
             exec(Command::new(paths::tool("piku-receive")).args(["--serve", verb, app.as_str()]))
@@ -88,8 +89,106 @@ fn dispatch(root: &Root, args: &[String]) -> Result<()> {
         ["ps:scale", app, pairs @ ..] if !pairs.is_empty() => scale(root, &existing(root, app)?, pairs),
         ["destroy", app] => destroy(root, &existing(root, app)?),
         [cmd, ..] if is_known(cmd) => Err(Error::usage(format!("wrong arguments for '{cmd}'; see 'help'"))),
-        [cmd, ..] => Err(Error::usage(format!("unknown command '{cmd}'; nothing was run. See 'help' for the commands"))),
+        [cmd, rest @ ..] => match plugin(root, cmd) {
+            Some(path) => exec(Command::new(path).args(rest).env("PIKU_ROOT", &root.root)),
+            None => Err(Error::usage(format!("unknown command '{cmd}'; nothing was run. See 'help' for the commands"))),
+        },
     }
+}
+
+/// What the ssh key may do: the forced command of a key added with
+/// `setup:ssh --apps` sets PIKU_ALLOWED_APPS (and NAME), limiting it to those
+/// existing apps: no other app, no new app, no server-wide command.
+struct Access {
+    name: String,
+    apps: Option<Vec<String>>,
+}
+
+impl Access {
+    fn from_env() -> Access {
+        Access {
+            name: std::env::var("NAME").unwrap_or_else(|_| "default".into()),
+            apps: std::env::var("PIKU_ALLOWED_APPS").ok().map(|l| l.split(',').filter(|a| !a.is_empty()).map(str::to_string).collect()),
+        }
+    }
+
+    fn allows(&self, app: &str) -> bool {
+        self.apps.as_ref().is_none_or(|apps| apps.iter().any(|a| a == app))
+    }
+
+    fn check(&self, root: &Root, argv: &[&str]) -> Result<()> {
+        let Some(apps) = &self.apps else { return Ok(()) };
+        let refuse = |why: String| Err(Error::new(format!("the ssh key '{}' {why}; it may use: {}", self.name, apps.join(", "))));
+        match argv {
+            [] | ["help" | "--help" | "-h"] | ["apps"] => Ok(()),
+            ["setup" | "setup:ssh", ..] => refuse("may not run server-wide commands".into()),
+            [cmd, app, ..] if is_known(cmd) => {
+                let app = git_path_to_app(app);
+                if !self.allows(app) {
+                    return refuse(format!("may not use the app '{app}'"));
+                }
+                if *cmd == "git-receive-pack" && AppName::parse(app).is_ok_and(|a| !release::app_exists(root, &a)) {
+                    return refuse(format!("may not create new apps ('{app}' does not exist)"));
+                }
+                Ok(())
+            }
+            [cmd, ..] if is_known(cmd) => Ok(()),
+            [cmd, ..] => refuse(format!("may not run '{cmd}'")),
+        }
+    }
+}
+
+/// Our own tools are never plugins.
+const TOOLS: &[&str] = &["receive", "build", "config", "uwsgi", "nginx"];
+
+/// A server plugin, git-style: `piku foo` runs an executable `piku-foo` from
+/// $PIKU_ROOT/plugins/, else from PATH.
+fn plugin(root: &Root, cmd: &str) -> Option<std::path::PathBuf> {
+    let valid = cmd.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && cmd.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':'));
+    if !valid || TOOLS.contains(&cmd) {
+        return None;
+    }
+    let name = format!("piku-{cmd}");
+    let local = root.dir("plugins").join(&name);
+    if is_executable(&local) {
+        return Some(local);
+    }
+    process::which(&name)
+}
+
+fn is_executable(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// The plugins `help` lists: `piku-*` executables in plugins/ and on PATH.
+fn plugin_names(root: &Root) -> Vec<String> {
+    let mut dirs = vec![root.dir("plugins")];
+    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    let mut names: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|rd| rd.filter_map(|e| e.ok()))
+        .filter(|e| is_executable(&e.path()))
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("piku-")).map(str::to_string))
+        .filter(|n| !TOOLS.contains(&n.as_str()) && plugin(root, n).is_some())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn help(root: &Root) -> Result<()> {
+    output::data(HELP.trim_end());
+    let plugins = plugin_names(root);
+    if !plugins.is_empty() {
+        output::data("\nPlugins:");
+        for p in plugins {
+            output::data(format!("  {p}"));
+        }
+    }
+    Ok(())
 }
 
 fn is_known(cmd: &str) -> bool {
@@ -126,12 +225,12 @@ fn tool_for_app(root: &Root, tool: &str, verb: &str, app: &str, rest: &[&str]) -
     exec(Command::new(paths::tool(tool)).arg(verb).arg(app.as_str()).args(rest))
 }
 
-fn apps(root: &Root) -> Result<()> {
+fn apps(root: &Root, access: &Access) -> Result<()> {
     let mut names: Vec<String> = ["apps", "repos"]
         .iter()
         .filter_map(|d| std::fs::read_dir(root.dir(d)).ok())
         .flat_map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| AppName::parse(n).is_ok())
+        .filter(|n| AppName::parse(n).is_ok() && access.allows(n))
         .collect();
     names.sort();
     names.dedup();
@@ -158,8 +257,36 @@ fn setup(root: &Root) -> Result<()> {
     run_tool("piku-uwsgi", &["--setup"])
 }
 
-/// Add a public key to ~/.ssh/authorized_keys, forced to this front door.
-fn setup_ssh(file: &str) -> Result<()> {
+/// Add public keys to ~/.ssh/authorized_keys, forced to this front door,
+/// optionally named and limited to some apps. A key already there is updated
+/// in place, never added twice.
+fn setup_ssh(args: &[&str]) -> Result<()> {
+    let mut name = "default".to_string();
+    let mut apps: Option<Vec<String>> = None;
+    let mut file = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match *arg {
+            "--name" => {
+                let v = it.next().ok_or_else(|| Error::usage("--name needs a value"))?;
+                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')) {
+                    return Err(Error::usage(format!("--name {v:?}: use letters, digits, '.', '_', '-' and '@'")));
+                }
+                name = v.to_string();
+            }
+            "--apps" => {
+                let v = it.next().ok_or_else(|| Error::usage("--apps needs a comma-separated list of apps"))?;
+                let list: Vec<String> = v.split(',').filter(|a| !a.is_empty()).map(|a| AppName::parse(a).map(|a| a.to_string())).collect::<Result<_>>()?;
+                if list.is_empty() {
+                    return Err(Error::usage("--apps needs at least one app"));
+                }
+                apps = Some(list);
+            }
+            f if file.is_none() && (f == "-" || !f.starts_with('-')) => file = Some(f),
+            other => return Err(Error::usage(format!("setup:ssh: unexpected argument {other:?}"))),
+        }
+    }
+    let file = file.ok_or_else(|| Error::usage("setup:ssh needs a public key file, or - for stdin"))?;
     let text = if file == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).map_err(|e| Error::new(format!("cannot read the key from stdin: {e}")))?;
@@ -173,34 +300,33 @@ fn setup_ssh(file: &str) -> Result<()> {
     }
     let ssh_dir = paths::home_dir().join(".ssh");
     let auth = ssh_dir.join("authorized_keys");
-    let mut current = std::fs::read_to_string(&auth).unwrap_or_default();
+    let mut lines: Vec<String> = std::fs::read_to_string(&auth).unwrap_or_default().lines().map(str::to_string).collect();
     let door = std::env::current_exe().map_err(|e| Error::new(format!("cannot find this program's path: {e}")))?;
-    let mut added = 0;
+    let limit = apps.as_ref().map(|a| format!(" PIKU_ALLOWED_APPS={}", a.join(","))).unwrap_or_default();
     for key in keys {
         let fingerprint = fingerprint(key)?;
-        let fields: Vec<&str> = key.split_whitespace().collect();
-        let key_body = fields.get(1).copied().unwrap_or("");
-        if current.lines().any(|l| l.split_whitespace().any(|w| w == key_body)) {
-            output::step(format!("Key {fingerprint} is already allowed"));
-            continue;
-        }
+        let key_body = key.split_whitespace().nth(1).unwrap_or("");
         let line = format!(
-            "command=\"FINGERPRINT={fingerprint} NAME=default {} $SSH_ORIGINAL_COMMAND\",no-agent-forwarding,no-user-rc,no-X11-forwarding,no-port-forwarding {key}\n",
+            "command=\"FINGERPRINT={fingerprint} NAME={name}{limit} {} $SSH_ORIGINAL_COMMAND\",no-agent-forwarding,no-user-rc,no-X11-forwarding,no-port-forwarding {key}",
             door.display()
         );
-        if !current.is_empty() && !current.ends_with('\n') {
-            current.push('\n');
+        match lines.iter().position(|l| l.split_whitespace().any(|w| w == key_body)) {
+            Some(i) if lines[i] == line => output::step(format!("Key {fingerprint} is already allowed")),
+            Some(i) => {
+                lines[i] = line;
+                output::step(format!("Updated key {fingerprint} ({name})"));
+            }
+            None => {
+                lines.push(line);
+                output::step(format!("Adding key {fingerprint} ({name}{})", apps.as_ref().map(|a| format!(", apps: {}", a.join(","))).unwrap_or_default()));
+            }
         }
-        current.push_str(&line);
-        output::step(format!("Adding key {fingerprint}"));
-        added += 1;
     }
     std::fs::create_dir_all(&ssh_dir).at("create directory", &ssh_dir)?;
     std::fs::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).at("set the mode of", &ssh_dir)?;
-    if added > 0 || auth.exists() {
-        atomic::write_file(&auth, current.as_bytes(), 0o600)?;
-    }
-    Ok(())
+    let mut text = lines.join("\n");
+    text.push('\n');
+    atomic::write_file(&auth, text.as_bytes(), 0o600)
 }
 
 /// The key's SHA256 fingerprint, which also proves it is a valid public key.

@@ -120,6 +120,14 @@ impl Server {
         Run::from(self.command(&bin).env("SSH_ORIGINAL_COMMAND", command_line).output().unwrap())
     }
 
+    /// The front door as a key added with `setup:ssh --name --apps` runs it.
+    pub fn ssh_as(&self, name: &str, apps: &str, command_line: &str) -> Run {
+        let bin = self.dir.path().join("prefix/bin/piku");
+        let mut c = self.command(&bin);
+        c.env("SSH_ORIGINAL_COMMAND", command_line).env("NAME", name).env("PIKU_ALLOWED_APPS", apps);
+        Run::from(c.output().unwrap())
+    }
+
     /// `git push` of `app_repo`'s `branch` to `piku@server:<app>`, through the stand-in ssh.
     pub fn push(&self, repo: &GitApp, app: &str, branch: &str) -> Run {
         let out = Command::new("git")

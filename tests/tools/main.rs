@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod access;
 mod config;
 mod deploy;
 mod front_door;
