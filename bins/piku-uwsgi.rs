@@ -154,26 +154,51 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
     if kind.starts_with("cron") {
         let spec = procfile::parse_cron(command).map_err(|e| Error::new(format!("Procfile '{kind}': {e}")))?;
         push("cron", syntax::uwsgi_value(&format!("the '{kind}' command of the Procfile"), &spec)?);
-    } else if kind == "wsgi" {
+    } else if kind == "wsgi" || kind == "jwsgi" {
         push("module", quoted_cmd);
-        push("threads", get("UWSGI_THREADS", "4"));
-        let py2 = get("PYTHON_VERSION", "3").starts_with('2');
-        push("plugin", if py2 { "python".into() } else { "python3".into() });
-        if let Some(tasks) = env.get("UWSGI_ASYNCIO") {
-            number("UWSGI_ASYNCIO", tasks)?;
-            push("plugin", if py2 { "asyncio_python".into() } else { "asyncio_python3".into() });
-            push("async", tasks.clone());
-        } else if let Some(g) = env.get("UWSGI_GEVENT") {
-            number("UWSGI_GEVENT", g)?;
-            push("plugin", if py2 { "gevent_python".into() } else { "gevent_python3".into() });
-            push("gevent", g.clone());
+        push("threads", number("UWSGI_THREADS", &get("UWSGI_THREADS", "4"))?);
+        if kind == "jwsgi" {
+            push("plugin", "jvm".into());
+            push("plugin", "jwsgi".into());
+        } else {
+            let py2 = get("PYTHON_VERSION", "3").starts_with('2');
+            let suffix = if py2 { "python" } else { "python3" };
+            push("plugin", suffix.into());
+            if let Some(tasks) = env.get("UWSGI_ASYNCIO") {
+                push("plugin", format!("asyncio_{suffix}"));
+                push("async", number("UWSGI_ASYNCIO", tasks)?);
+            } else if let Some(greenlets) = env.get("UWSGI_GEVENT") {
+                push("plugin", format!("gevent_{suffix}"));
+                push("gevent", number("UWSGI_GEVENT", greenlets)?);
+            }
         }
+        // Behind nginx: a unix socket nginx/<app>.sock; else plain HTTP on BIND_ADDRESS:PORT.
         if env.contains_key("NGINX_SERVER_NAME") {
             push("socket", root.dir("nginx").join(format!("{app}.sock")).display().to_string());
             push("chmod-socket", "664".into());
         } else {
-            push("http-socket", format!("{}:{}", get("BIND_ADDRESS", "127.0.0.1"), get("PORT", "")));
+            push("http-socket", listen_address(env)?);
         }
+    } else if kind == "rwsgi" {
+        push("module", quoted_cmd);
+        push("threads", number("UWSGI_THREADS", &get("UWSGI_THREADS", "4"))?);
+        push("plugin", "rack".into());
+        push("plugin", "rbrequire".into());
+        push("plugin", "post-buffering".into());
+        // piku gives rack apps no listener; ours serves HTTP on BIND_ADDRESS:PORT for nginx.
+        push("http-socket", listen_address(env)?);
+    } else if kind == "php" {
+        let docroot = rel_dir_in_app(root, app, command);
+        let docroot = syntax::uwsgi_value("the 'php' docroot of the Procfile", &docroot)?;
+        push("plugin", "0:php".into());
+        push("http-socket", listen_address(env)?);
+        push("check-static", docroot.clone());
+        push("static-skip-ext", ".php".into());
+        push("static-skip-ext", ".inc".into());
+        push("static-index", "index.html".into());
+        push("php-docroot", docroot);
+        push("php-allowed-ext", ".php".into());
+        push("php-index", "index.php".into());
     } else {
         // web, and any other kind: a daemon the vassal's master keeps alive.
         push("attach-daemon", quoted_cmd);
@@ -224,6 +249,20 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
         }
     }
     templates::render(root, "vassal.ini.j2", VASSAL_TEMPLATE, &ctx)
+}
+
+/// `BIND_ADDRESS:PORT`, where an HTTP-speaking worker listens.
+fn listen_address(env: &Env) -> Result<String> {
+    let bind = env.get("BIND_ADDRESS").map(String::as_str).unwrap_or("127.0.0.1");
+    let port = env.get("PORT").ok_or_else(|| Error::new("this worker listens on PORT, which is not set"))?;
+    syntax::uwsgi_value("BIND_ADDRESS", &format!("{bind}:{port}"))
+}
+
+/// A directory named in the Procfile, inside the live tree (`apps/<app>/<dir>`).
+fn rel_dir_in_app(root: &Root, app: &AppName, dir: &str) -> String {
+    let dir = dir.trim().trim_matches('/');
+    let base = root.app_dir(app);
+    if dir.is_empty() || dir == "." { base.display().to_string() } else { base.join(dir).display().to_string() }
 }
 
 /// A numeric setting, checked (piku silently ignores bad ones).

@@ -130,3 +130,67 @@ fn destroy_removes_the_app_but_keeps_its_data() {
     assert!(s.root().join("uwsgi-enabled/gonebutnot_web.1.ini").exists());
     assert_eq!(s.ssh("apps").ok().stdout, "*gonebutnot\n");
 }
+
+/// Compare a rendered file with tests/expected/<name>, after replacing the
+/// run's variable parts with placeholders. `PIKU_BLESS=1` rewrites the file
+/// (on purpose, after reading the diff).
+fn assert_matches_expected(s: &Server, name: &str, text: &str, port: &str) {
+    let root = s.root().display().to_string();
+    let home = s.home().display().to_string();
+    let bin = s.dir.path().join("prefix/bin").display().to_string();
+    let mut normal = text.replace(&root, "{ROOT}").replace(&bin, "{BIN}").replace(&home, "{HOME}").replace(&format!("={port}\n"), "={PORT}\n").replace(&format!(":{port}\n"), ":{PORT}\n");
+    for (key, placeholder) in [("uid = ", "{USER}"), ("gid = ", "{GROUP}"), ("env = USER=", "{USER}")] {
+        normal = normal
+            .lines()
+            .map(|l| if l.starts_with(key) { format!("{key}{placeholder}") } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/expected").join(name);
+    if std::env::var_os("PIKU_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &normal).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (PIKU_BLESS=1 writes it)", path.display()));
+    assert_eq!(normal, expected, "{name} differs from tests/expected (PIKU_BLESS=1 cargo test regenerates it)");
+}
+
+#[test]
+fn rendered_vassals_match_the_expected_files() {
+    let s = Server::new();
+    let app = GitApp::new(&[
+        ("Procfile", "wsgi: app:application\nweb: ./serve --port $PORT\ncron1: */5 * * * * ./tick\nqueue: ./worker\nphp: public\nrwsgi: config.ru\n"),
+        (
+            "ENV",
+            "NGINX_SERVER_NAME=vas.example.test\nUWSGI_MAX_REQUESTS=10\nUWSGI_LISTEN=64\nUWSGI_PROCESSES=3\nUWSGI_THREADS=8\nUWSGI_ENABLE_THREADS=False\nUWSGI_LOG_X_FORWARDED_FOR=true\nUWSGI_LOG_MAXSIZE=2048\nUWSGI_IDLE=60\nUWSGI_ASYNCIO=16\nUWSGI_INCLUDE_FILE=uwsgi.extra\n",
+        ),
+        ("uwsgi.extra", "[uwsgi]\n# extra settings\nharakiri = 30\n"),
+    ]);
+    s.push(&app, "vas", "main").ok();
+    let port = s.read("envs/vas/LIVE_ENV").lines().find_map(|l| l.strip_prefix("PORT=")).unwrap().to_string();
+    for kind in ["wsgi", "cron1", "queue", "php", "rwsgi"] {
+        let text = s.read(&format!("uwsgi-enabled/vas_{kind}.1.ini"));
+        assert_matches_expected(&s, &format!("vassal-{kind}.ini"), &text, &port);
+    }
+    assert!(!s.root().join("uwsgi-enabled/vas_web.1.ini").exists(), "wsgi disables web");
+    assert_matches_expected(&s, "emperor.ini", &s.read("uwsgi/uwsgi.ini").replace(&format!("threads = {}", 2 * std::thread::available_parallelism().unwrap().get()), "threads = {THREADS}"), &port);
+}
+
+#[test]
+fn bad_worker_settings_stop_the_deploy_with_the_variable_named() {
+    for (env, needle) in [
+        ("UWSGI_PROCESSES=many\n", "UWSGI_PROCESSES must be a whole number"),
+        ("UWSGI_ENABLE_THREADS=maybe\n", "UWSGI_ENABLE_THREADS of 'bad' must be true or false"),
+        ("UWSGI_INCLUDE_FILE=missing.ini\n", "UWSGI_INCLUDE_FILE \"missing.ini\" of 'bad' cannot be read"),
+    ] {
+        let s = Server::new();
+        let app = GitApp::new(&[("Procfile", "web: ./serve\n"), ("ENV", "A=1\n")]);
+        s.push(&app, "bad", "main").ok();
+        let live = s.live_id("bad").unwrap();
+        app.commit(&[("ENV", env)], "bad setting");
+        let r = s.push(&app, "bad", "main");
+        assert!(r.stderr.contains(needle), "{env}: {}", r.stderr);
+        assert_eq!(s.live_id("bad").unwrap(), live);
+    }
+}
