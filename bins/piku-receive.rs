@@ -9,6 +9,8 @@
 //!       is nothing to deploy (another branch, a deleted ref, already live).
 //!   piku-receive --activate <app> <id>
 //!       make <id> live: switch the apps/<app> symlink; prune old releases.
+//!   piku-receive --verify <app>   (in the pre-receive hook)
+//!       refuse the push when the deploy branch's new Procfile or ENV does not parse.
 //!   piku-receive --destroy <app>
 //!       remove apps/<app>, releases/<app> and repos/<app>.
 
@@ -31,9 +33,10 @@ fn main() -> ExitCode {
             ["--serve", verb @ ("git-receive-pack" | "git-upload-pack"), app] => serve(&root, verb, &AppName::parse(app)?),
             ["--activate", app, id] => activate(&root, &AppName::parse(app)?, id),
             ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
+            ["--verify", app] => verify(&root, &AppName::parse(app)?),
             [app] if !app.starts_with('-') => receive(&root, &AppName::parse(app)?),
             _ => Err(Error::usage(
-                "usage: piku-receive <app> < ref-lines | --serve git-receive-pack|git-upload-pack <app> | --activate <app> <release-id> | --destroy <app>",
+                "usage: piku-receive <app> < ref-lines | --serve git-receive-pack|git-upload-pack <app> | --activate <app> <release-id> | --verify <app> < ref-lines | --destroy <app>",
             )),
         }
     })
@@ -162,7 +165,10 @@ fn receive(root: &Root, app: &AppName) -> Result<()> {
 /// DEPLOY_BRANCH from the user's ENV, else the branch recorded at the first push.
 fn deploy_branch(root: &Root, app: &AppName) -> Result<Option<String>> {
     let mut user = Env::new();
-    envfile::read_into(&mut user, &root.user_env_file(app), true)?;
+    if let Err(e) = envfile::read_into(&mut user, &root.user_env_file(app), true) {
+        // The deploy reports this in full; here it only hides DEPLOY_BRANCH.
+        output::warn(format!("the config of '{app}' does not parse ({}); using the recorded deploy branch", e.message));
+    }
     if let Some(b) = user.get("DEPLOY_BRANCH").filter(|b| !b.is_empty()) {
         return Ok(Some(b.trim_start_matches("refs/heads/").to_string()));
     }
@@ -255,6 +261,36 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
     for dir in [root.releases_dir(app), root.repo_dir(app)] {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).at("remove", &dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// pre-receive: parse the Procfile and ENV the deploy branch would get; an
+/// error rejects the whole push before any ref moves.
+fn verify(root: &Root, app: &AppName) -> Result<()> {
+    let branch = deploy_branch(root, app)?;
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines().map_while(|l| l.ok()) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [_old, new, refname] = parts.as_slice() else { continue };
+        let Some(name) = refname.strip_prefix("refs/heads/") else { continue };
+        // The first branch pushed becomes the deploy branch.
+        if *new == ZERO_ID || branch.as_deref().is_some_and(|b| b != name) {
+            continue;
+        }
+        // git cat-file sees the quarantined objects through git's environment.
+        let show = |path: &str| -> Option<String> {
+            let out = Command::new("git").args(["cat-file", "blob", &format!("{new}:{path}")]).output().ok()?;
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let reject = |e: Error| Error::new(format!("push to '{app}' rejected: {}; nothing was changed", e.message));
+        if let Some(text) = show("Procfile") {
+            piku::procfile::Procfile::parse(&text, "Procfile").map_err(reject)?;
+        }
+        if let Some(text) = show("ENV") {
+            let mut env = Env::new();
+            envfile::parse_into(&mut env, &text, "ENV", false).map_err(reject)?;
         }
     }
     Ok(())

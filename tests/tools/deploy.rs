@@ -78,9 +78,41 @@ fn a_procfile_without_workers_fails() {
     assert_bad_push_keeps_live(&[("Procfile", "release: true\n")], "declares no worker");
 }
 
+/// Deploy a good release, then push `files`: the pre-receive check rejects
+/// the push itself (no ref moves) with `needle`.
+fn assert_push_rejected(files: &[(&str, &str)], needle: &str) {
+    let s = Server::new();
+    let app = GitApp::new(STATIC_APP);
+    s.push(&app, "site", "main").ok();
+    let live = s.live_id("site").unwrap();
+    let head = std::fs::read_to_string(s.root().join("repos/site/refs/heads/main")).unwrap();
+    app.commit(files, "broken");
+    let r = s.push(&app, "site", "main");
+    assert_ne!(r.code, 0, "the push must fail:\n{}", r.stderr);
+    assert!(r.stderr.contains(needle), "no {needle:?} in:\n{}", r.stderr);
+    assert!(r.stderr.contains("push to 'site' rejected") && r.stderr.contains("pre-receive hook declined"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(s.root().join("repos/site/refs/heads/main")).unwrap(), head, "no ref moved");
+    assert_eq!(s.live_id("site").unwrap(), live);
+}
+
 #[test]
-fn a_malformed_procfile_line_fails_with_its_number() {
-    assert_bad_push_keeps_live(&[("Procfile", "static: public\nnonsense\n")], "Procfile, line 2: expected 'kind: command'");
+fn a_malformed_procfile_line_rejects_the_push_with_its_number() {
+    assert_push_rejected(&[("Procfile", "static: public\nnonsense\n")], "Procfile, line 2: expected 'kind: command'");
+}
+
+#[test]
+fn a_bad_cron_line_rejects_the_push() {
+    assert_push_rejected(&[("Procfile", "static: public\ncron1: 99 * * * * ./x\n")], "cron minute \"99\" is out of range");
+}
+
+#[test]
+fn a_push_to_another_branch_is_not_checked() {
+    let s = Server::new();
+    let app = GitApp::new(STATIC_APP);
+    s.push(&app, "site", "main").ok();
+    app.git(&["checkout", "-q", "-b", "wip"]);
+    app.commit(&[("Procfile", "broken\n")], "wip");
+    s.push(&app, "site", "wip").ok();
 }
 
 #[test]
@@ -89,8 +121,22 @@ fn a_failing_release_task_fails_the_deploy() {
 }
 
 #[test]
-fn a_malformed_env_line_fails_with_file_and_line() {
-    assert_bad_push_keeps_live(&[("ENV", "NGINX_SERVER_NAME=static.example.test\nnot a valid line\n")], "ENV, line 2: expected KEY=VALUE");
+fn a_malformed_env_line_rejects_the_push_with_file_and_line() {
+    assert_push_rejected(&[("ENV", "NGINX_SERVER_NAME=static.example.test\nnot a valid line\n")], "ENV, line 2: expected KEY=VALUE");
+}
+
+#[test]
+fn a_malformed_user_config_fails_the_deploy_and_the_live_release_serves() {
+    // envs/<app>/ENV edited by hand: not checked at push time, caught by the deploy.
+    let s = Server::new();
+    let app = GitApp::new(STATIC_APP);
+    s.push(&app, "site", "main").ok();
+    let live = s.live_id("site").unwrap();
+    std::fs::write(s.root().join("envs/site/ENV"), "GOOD=1\nbad line\n").unwrap();
+    app.commit(&[("public/index.html", "version two\n")], "two");
+    let r = s.push(&app, "site", "main").ok();
+    assert!(r.stderr.contains("the config of 'site'") && r.stderr.contains("line 2"), "{}", r.stderr);
+    assert_eq!(s.live_id("site").unwrap(), live);
 }
 
 #[test]
@@ -177,4 +223,43 @@ fn piku_deploy_rebuilds_the_live_release() {
     let id = s.live_id("site").unwrap();
     let r = s.ssh("deploy site").ok();
     assert!(r.stderr.contains(&format!("Deployed 'site' release {id}")), "{}", r.stderr);
+}
+
+#[test]
+fn concurrent_pushes_to_one_app_are_serialized_and_the_last_one_wins() {
+    let s = Server::new();
+    let slow = [("Procfile", "static: public\nrelease: sleep 2\n"), ("ENV", "A=1\n"), ("public/index.html", "base\n")];
+    let one = GitApp::new(&slow);
+    s.push(&one, "busy", "main").ok();
+    // A second clone pushes on top of the first, at the same time.
+    one.commit(&[("public/index.html", "from one\n")], "one");
+    let two = GitApp::clone_of(&one);
+    two.commit(&[("public/index.html", "from two\n")], "two");
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| s.push(&one, "busy", "main"));
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let second = s.push(&two, "busy", "main").ok();
+        let first = first.join().unwrap().ok();
+        assert!(first.stderr.contains("Deployed 'busy'"), "{}", first.stderr);
+        assert!(second.stderr.contains("Waiting for another deploy of 'busy' to finish"), "{}", second.stderr);
+        assert!(second.stderr.contains("Deployed 'busy'"), "{}", second.stderr);
+    });
+    assert_eq!(s.read("apps/busy/public/index.html"), "from two\n");
+}
+
+#[test]
+fn pushes_to_different_apps_run_in_parallel() {
+    let s = Server::new();
+    let slow = [("Procfile", "static: public\nrelease: sleep 3\n"), ("public/index.html", "x\n")];
+    let a = GitApp::new(&slow);
+    let b = GitApp::new(&slow);
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        let ta = scope.spawn(|| s.push(&a, "par-a", "main"));
+        let tb = scope.spawn(|| s.push(&b, "par-b", "main"));
+        let (ra, rb) = (ta.join().unwrap().ok(), tb.join().unwrap().ok());
+        assert!(!ra.stderr.contains("Waiting") && !rb.stderr.contains("Waiting"));
+    });
+    // Serialized they would take 6 s; this is a bound, not a benchmark.
+    assert!(started.elapsed() < std::time::Duration::from_secs(6), "{:?}", started.elapsed());
 }

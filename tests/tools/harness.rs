@@ -64,7 +64,9 @@ impl Server {
                 std::fs::copy(path, bin.join(name)).unwrap();
             }
         }
-        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/post-receive"), hooks.join("post-receive")).unwrap();
+        for hook in ["pre-receive", "post-receive"] {
+            std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks").join(hook), hooks.join(hook)).unwrap();
+        }
         let fake_ssh = dir.path().join("ssh");
         std::fs::write(
             &fake_ssh,
@@ -171,6 +173,14 @@ impl GitApp {
         let app = GitApp { dir: tempfile::tempdir().unwrap() };
         app.git(&["init", "-q", "-b", "main"]);
         app.commit(files, "first");
+        app
+    }
+
+    /// A second working copy of the same history (another developer).
+    pub fn clone_of(other: &GitApp) -> GitApp {
+        let app = GitApp { dir: tempfile::tempdir().unwrap() };
+        let st = Command::new("git").args(["clone", "-q"]).arg(other.dir.path()).arg(app.dir.path()).status().unwrap();
+        assert!(st.success());
         app
     }
 
