@@ -10,6 +10,12 @@ use std::path::Path;
 /// An environment: sorted, so every file we write from it is deterministic.
 pub type Env = BTreeMap<String, String>;
 
+/// The longest value we accept (after expansion); Linux refuses single
+/// environment strings over 128 KiB anyway, and this stops `A=$A$A` doubling.
+pub const MAX_VALUE: usize = 64 * 1024;
+/// The most an environment may hold in all.
+pub const MAX_TOTAL: usize = 1024 * 1024;
+
 /// Is `key` a variable name (`[A-Za-z_][A-Za-z0-9_]*`)?
 pub fn is_valid_key(key: &str) -> bool {
     let mut chars = key.chars();
@@ -50,6 +56,7 @@ pub fn split_assignment(text: &str) -> std::result::Result<(String, String), Str
 /// against everything defined so far. With `expand` false values are taken
 /// literally (for files we wrote already resolved, such as LIVE_ENV).
 pub fn parse_into(env: &mut Env, text: &str, origin: &str, expand: bool) -> Result<()> {
+    let mut total: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
     for (n, raw) in text.split('\n').enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -58,7 +65,16 @@ pub fn parse_into(env: &mut Env, text: &str, origin: &str, expand: bool) -> Resu
         let (k, v) = split_assignment(line)
             .map_err(|why| Error::new(format!("{origin}, line {}: {why}: {line:?}", n + 1)))?;
         let v = if expand { expand_vars(&v, env) } else { v };
-        env.insert(k, v);
+        if v.len() > MAX_VALUE {
+            return Err(Error::new(format!("{origin}, line {}: the value of {k} is longer than {MAX_VALUE} bytes", n + 1)));
+        }
+        total += k.len() + v.len() + 2;
+        if let Some(old) = env.insert(k, v) {
+            total -= old.len();
+        }
+        if total > MAX_TOTAL {
+            return Err(Error::new(format!("{origin}, line {}: the environment is larger than {MAX_TOTAL} bytes", n + 1)));
+        }
     }
     Ok(())
 }
@@ -211,6 +227,13 @@ mod tests {
         assert_eq!(back, env);
         let bad = Env::from([("K".to_string(), "a\nb".to_string())]);
         assert!(render(&bad).unwrap_err().message.contains("K"));
+    }
+
+    #[test]
+    fn expansion_cannot_blow_up() {
+        let text = format!("A={}\n{}", "x".repeat(1000), "A=$A$A\n".repeat(10));
+        let err = parse(&text, &[]).unwrap_err();
+        assert!(err.message.contains("longer than 65536 bytes"), "{}", err.message);
     }
 
     #[test]
