@@ -94,6 +94,8 @@ fn receive(root: &Root, app: &AppName) -> Result<()> {
         if branch.is_none() {
             output::step(format!("Deploy branch of '{app}' is '{name}' (the first branch pushed; set DEPLOY_BRANCH to change it)"));
             atomic::write_file(&repo_path.join(DEPLOY_BRANCH_FILE), format!("{name}\n").as_bytes(), 0o644)?;
+            // So `git clone piku@server:app` checks out the deployed branch.
+            atomic::write_file(&repo_path.join("HEAD"), format!("ref: refs/heads/{name}\n").as_bytes(), 0o644)?;
             branch = Some(name.to_string());
         }
         if branch.as_deref() != Some(name) {

@@ -1,0 +1,308 @@
+#!/bin/bash
+# install.sh: set up a Debian, Ubuntu or Raspbian server for piku in Rust.
+#
+# Installs the Debian packages piku needs, builds and installs the tools, and
+# sets up the piku user, nginx's default site, the sudo rule that lets piku
+# reload nginx, and the uWSGI emperor. Safe to run again: what is already in
+# place is left alone, and nothing is restarted unless its configuration
+# changed. Run it as root, from anywhere.
+set -eu
+
+usage() {
+    cat <<'EOF'
+Usage: sudo ./install.sh [--key FILE]... [--demo]
+
+Set up this machine as a piku server (Debian 12 or newer, Ubuntu, Raspbian).
+
+  --key FILE   allow this ssh public key to push apps (repeatable)
+  --demo       then deploy share/examples/hello with git push over ssh,
+               as a user would, and wait until it answers through nginx
+  --help       this text
+EOF
+}
+
+step() { echo "-----> $*"; }
+note() { echo "       $*"; }
+die() { echo " !     $*" >&2; exit 1; }
+
+# Options. Key files are resolved before we change directory.
+keys=()
+demo=false
+while [ $# -gt 0 ]; do
+    case $1 in
+        --key|--key=*)
+            if [ "$1" = --key ]; then
+                [ $# -ge 2 ] || { echo "install.sh: --key needs a public key file" >&2; usage >&2; exit 2; }
+                file=$2; shift
+            else
+                file=${1#--key=}
+            fi
+            [ -r "$file" ] || die "cannot read the public key file '$file'"
+            keys+=("$(readlink -f "$file")") ;;
+        --demo) demo=true ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "install.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+[ "$(id -u)" -eq 0 ] || die "install.sh must run as root (it installs packages and creates the piku user): sudo $0 $*"
+command -v apt-get >/dev/null || die "install.sh needs a Debian-based system (Debian, Ubuntu, Raspbian) with apt-get"
+cd "$(dirname "$(readlink -f "$0")")"
+
+PIKU_HOME=/home/piku
+PIKU_ROOT=$PIKU_HOME/.piku
+BIN_DIR=/usr/local/bin
+HOOKS_DIR=/usr/local/share/piku/hooks
+TOOLS="piku piku-receive piku-build piku-config piku-uwsgi piku-nginx"
+PACKAGES="git openssh-server openssh-client nginx uwsgi uwsgi-plugin-python3 python3
+    python3-virtualenv virtualenv python3-venv python3-pip sudo curl ca-certificates
+    util-linux build-essential pkg-config"
+export DEBIAN_FRONTEND=noninteractive
+
+# install_file MODE SRC DST: copy SRC to DST unless it is already the same.
+# Returns 0 when DST changed, 1 when it was up to date.
+install_file() {
+    if cmp -s "$2" "$3"; then return 1; fi
+    install -D -m "$1" "$2" "$3"
+    note "installed $3"
+}
+
+# alive PIDFILE WORD: the process in PIDFILE runs, and its command line has WORD.
+alive() {
+    local pid
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    case $pid in ''|*[!0-9]*) return 1 ;; esac
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
+}
+
+# as_piku CMD...: run CMD as the piku user, in its home, with a clean environment.
+as_piku() {
+    (cd "$PIKU_HOME" && runuser -u piku -- env -i HOME="$PIKU_HOME" USER=piku LOGNAME=piku \
+        SHELL=/bin/bash PATH="$BIN_DIR:/usr/bin:/bin:/usr/sbin:/sbin" LANG=C.UTF-8 "$@")
+}
+
+step "Installing Debian packages"
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    note "missing:$missing"
+    apt-get update -q
+    # shellcheck disable=SC2086 # one word per package
+    apt-get install -y -q --no-install-recommends $missing
+else
+    note "all present"
+fi
+
+step "Building the tools (cargo build --release --locked)"
+# cargo from PATH or root's ~/.cargo; else, under sudo, the invoking user's
+# ~/.cargo, and then the build runs as that user.
+builder=()
+for dir in "${HOME:-/root}/.cargo/bin" /root/.cargo/bin; do
+    if ! command -v cargo >/dev/null && [ -x "$dir/cargo" ]; then PATH="$dir:$PATH"; fi
+done
+if ! command -v cargo >/dev/null && [ -n "${SUDO_USER:-}" ]; then
+    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    if [ -x "$user_home/.cargo/bin/cargo" ]; then
+        PATH="$user_home/.cargo/bin:$PATH"
+        builder=(runuser -u "$SUDO_USER" -- env HOME="$user_home" PATH="$PATH")
+        note "building as $SUDO_USER, with the Rust in $user_home/.cargo"
+    fi
+fi
+rust_ok() { # rustc reports 1.89 or newer
+    local v
+    v=$("${builder[@]}" rustc "$@" --version 2>/dev/null | awk '{print $2}') || return 1
+    [ -n "$v" ] && [ "$(printf '%s\n1.89.0\n' "$v" | sort -V | head -n1)" = 1.89.0 ]
+}
+toolchain=""
+if ! command -v cargo >/dev/null || ! rust_ok; then
+    if command -v rustup >/dev/null; then
+        note "the default Rust is missing or older than 1.89: installing the stable toolchain with rustup"
+        "${builder[@]}" rustup toolchain install stable --profile minimal
+        toolchain=+stable
+    fi
+    rust_ok $toolchain || die "piku needs Rust 1.89 or newer (Debian's cargo package is too old). Install it from https://rustup.rs, then run install.sh again."
+fi
+"${builder[@]}" cargo $toolchain build --release --locked
+
+step "Installing the tools into $BIN_DIR and the hooks into $HOOKS_DIR"
+for t in $TOOLS; do install_file 755 "target/release/$t" "$BIN_DIR/$t" || true; done
+for h in hooks/*; do install_file 755 "$h" "$HOOKS_DIR/$(basename "$h")" || true; done
+
+step "Setting up the piku user"
+if ! id piku >/dev/null 2>&1; then
+    useradd --home-dir "$PIKU_HOME" --create-home --gid www-data --shell /bin/bash \
+        --comment "piku git push deployments" piku
+    note "created user piku (group www-data)"
+fi
+# Keys only, no password; '*' rather than useradd's '!' (locked), which sshd
+# refuses when it runs without PAM.
+case $(getent shadow piku | cut -d: -f2) in ''|'!'*) usermod -p '*' piku ;; esac
+mkdir -p "$PIKU_HOME"
+chown piku:www-data "$PIKU_HOME"
+chmod 0750 "$PIKU_HOME"    # nginx's www-data workers may reach static files
+ini=$PIKU_ROOT/uwsgi/uwsgi.ini
+ini_before=$(cat "$ini" 2>/dev/null || true)
+as_piku "$BIN_DIR/piku" setup
+ini_changed=false
+[ "$ini_before" = "$(cat "$ini")" ] || ini_changed=true
+
+step "Writing $PIKU_ROOT/settings"
+settings=$PIKU_ROOT/settings
+header="# piku's server-wide settings, K=V. install.sh sets NGINX_RELOAD, NGINX_MIME_TYPES and NGINX_BIN; other lines are kept."
+tmp=$(mktemp "$PIKU_ROOT/.settings.XXXXXX")
+{
+    echo "$header"
+    echo "NGINX_RELOAD=sudo -n /usr/sbin/nginx -s reload"
+    echo "NGINX_MIME_TYPES=/etc/nginx/mime.types"
+    echo "NGINX_BIN=/usr/sbin/nginx"    # not on the PATH of an ssh session
+    if [ -f "$settings" ]; then
+        grep -v -e "^# piku's server-wide settings" -e '^NGINX_RELOAD=' -e '^NGINX_MIME_TYPES=' -e '^NGINX_BIN=' "$settings" || true
+    fi
+} >"$tmp"
+if cmp -s "$tmp" "$settings"; then
+    rm -f "$tmp"; note "unchanged"
+else
+    chown piku:www-data "$tmp"; chmod 0644 "$tmp"; mv "$tmp" "$settings"
+fi
+
+step "Allowing piku to reload nginx (/etc/sudoers.d/piku)"
+if ! cmp -s share/sudoers.d-piku /etc/sudoers.d/piku; then
+    # sudo skips files whose names contain a dot, so piku.new is never read half-made.
+    install -m 0440 -o root -g root share/sudoers.d-piku /etc/sudoers.d/piku.new
+    visudo -cqf /etc/sudoers.d/piku.new || { rm -f /etc/sudoers.d/piku.new; die "share/sudoers.d-piku does not pass visudo -c"; }
+    mv /etc/sudoers.d/piku.new /etc/sudoers.d/piku
+fi
+as_piku sudo -n -l /usr/sbin/nginx -s reload >/dev/null ||
+    die "the piku user cannot run 'sudo -n /usr/sbin/nginx -s reload'; check that /etc/sudoers includes /etc/sudoers.d"
+
+step "Installing nginx's default site (/etc/nginx/sites-available/piku)"
+site=/etc/nginx/sites-available/piku
+site_new=$(mktemp)
+if grep -q . /proc/net/if_inet6 2>/dev/null; then
+    cp share/nginx/default-site.conf "$site_new"
+else
+    note "no IPv6 on this machine: leaving out the [::] listeners"
+    grep -v 'listen \[::\]' share/nginx/default-site.conf >"$site_new"
+fi
+nginx_changed=false
+if ! cmp -s "$site_new" "$site"; then
+    [ -f "$site" ] && cp -p "$site" "$site.old"
+    install -m 0644 "$site_new" "$site"
+    nginx_changed=true
+fi
+rm -f "$site_new"
+if [ "$(readlink /etc/nginx/sites-enabled/piku)" != "$site" ]; then
+    ln -sfn "$site" /etc/nginx/sites-enabled/piku
+    nginx_changed=true
+fi
+if [ -L /etc/nginx/sites-enabled/default ]; then
+    rm -f /etc/nginx/sites-enabled/default
+    note "disabled Debian's default site (it claims the same default server)"
+    nginx_changed=true
+fi
+if ! nginx -t -q; then
+    if [ -f "$site.old" ]; then mv "$site.old" "$site"; else rm -f /etc/nginx/sites-enabled/piku; fi
+    die "nginx -t rejected the configuration (see above); the previous default site was put back"
+fi
+rm -f "$site.old"
+
+if [ -d /run/systemd/system ]; then
+    step "Installing and starting the systemd units"
+    units_changed=false
+    for u in uwsgi-piku.service piku-nginx.path piku-nginx.service; do
+        if install_file 644 "share/systemd/$u" "/etc/systemd/system/$u"; then units_changed=true; fi
+    done
+    if $units_changed; then systemctl daemon-reload; fi
+    nginx_was_up=false; emperor_was_up=false
+    if systemctl -q is-active nginx; then nginx_was_up=true; fi
+    if systemctl -q is-active uwsgi-piku.service; then emperor_was_up=true; fi
+    systemctl enable --now ssh nginx uwsgi-piku.service piku-nginx.path
+    if $nginx_changed && $nginx_was_up; then systemctl reload nginx; fi
+    if { $units_changed || $ini_changed; } && $emperor_was_up; then systemctl restart uwsgi-piku.service; fi
+else
+    step "No systemd here: starting sshd, nginx and the uWSGI emperor as background processes"
+    note "nothing restarts them after a reboot or a crash; run install.sh again to start what is down"
+    ssh-keygen -A >/dev/null
+    if alive /run/sshd.pid sshd; then
+        note "sshd is running"
+    else
+        mkdir -p /run/sshd
+        /usr/sbin/sshd -t || die "sshd's configuration is invalid (see above)"
+        /usr/sbin/sshd || die "sshd did not start (is another ssh server using port 22?)"
+        note "started sshd (port 22)"
+    fi
+    if alive /run/nginx.pid nginx; then
+        if $nginx_changed; then nginx -s reload; note "reloaded nginx"; else note "nginx is running"; fi
+    else
+        nginx || die "nginx did not start (see above)"
+        note "started nginx"
+    fi
+    pidfile=$PIKU_ROOT/uwsgi/emperor.pid
+    if alive "$pidfile" uwsgi && $ini_changed; then
+        note "the emperor's configuration changed: stopping it"
+        kill -INT "$(cat "$pidfile")"
+        for _ in $(seq 50); do alive "$pidfile" uwsgi || break; sleep 0.2; done
+    fi
+    if alive "$pidfile" uwsgi; then
+        note "the uWSGI emperor is running"
+    else
+        rm -f "$pidfile"
+        as_piku uwsgi --ini "$ini" --daemonize "$PIKU_ROOT/uwsgi/emperor.log" --pidfile "$pidfile" >/dev/null
+        for _ in $(seq 50); do alive "$pidfile" uwsgi && break; sleep 0.2; done
+        alive "$pidfile" uwsgi ||
+            die "the uWSGI emperor did not start; see $PIKU_ROOT/uwsgi/uwsgi.log and $PIKU_ROOT/uwsgi/emperor.log"
+        note "started the uWSGI emperor as piku (pid $(cat "$pidfile"))"
+    fi
+fi
+
+for key in "${keys[@]}"; do
+    step "Allowing the ssh key $key"
+    as_piku "$BIN_DIR/piku" setup:ssh - <"$key"
+done
+
+if $demo; then
+    step "Demo: deploying share/examples/hello with git push, as a user would"
+    home=$(getent passwd "$(id -un)" | cut -d: -f6)
+    id_key=$home/.ssh/id_ed25519
+    if [ ! -f "$id_key" ]; then
+        mkdir -p "$home/.ssh" && chmod 700 "$home/.ssh"
+        ssh-keygen -q -t ed25519 -N '' -C "piku demo key" -f "$id_key"
+        note "made a throwaway key $id_key"
+    fi
+    as_piku "$BIN_DIR/piku" setup:ssh - <"$id_key.pub"
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    mkdir "$work/hello"
+    cp -R share/examples/hello/. "$work/hello"
+    cd "$work/hello"
+    export GIT_SSH_COMMAND="ssh -o StrictHostKeyChecking=accept-new -o BatchMode=yes -o IdentitiesOnly=yes -i $id_key"
+    export GIT_AUTHOR_NAME="piku demo" GIT_AUTHOR_EMAIL="demo@piku.invalid"
+    export GIT_COMMITTER_NAME="piku demo" GIT_COMMITTER_EMAIL="demo@piku.invalid"
+    answers() { curl -sf -m 5 -H 'Host: hello.example.com' http://127.0.0.1/; }
+    git init -q -b main
+    git remote add piku piku@127.0.0.1:hello
+    # Continue the demo's history where an earlier run left it, like a user
+    # pushing a new commit; a second run with nothing new pushes nothing.
+    if git fetch -q piku main 2>/dev/null; then git reset -q --soft FETCH_HEAD; fi
+    git add -A
+    if git diff --cached --quiet HEAD 2>/dev/null && answers >/dev/null; then
+        note "hello is deployed and unchanged: nothing to push"
+    else
+        git commit -q --allow-empty -m "hello, piku"
+        git push piku main 2>&1 | tee "$work/push.log"
+        [ "${PIPESTATUS[0]}" -eq 0 ] || die "git push failed (see above)"
+        if grep -q "Deploy of 'hello' failed" "$work/push.log"; then die "the demo did not deploy (see above)"; fi
+    fi
+    cd - >/dev/null
+    step "Waiting for hello to answer through nginx"
+    for _ in $(seq 60); do answers >/dev/null && break; sleep 1; done
+    reply=$(answers) || die "hello does not answer; see: ssh piku@127.0.0.1 logs hello --no-follow"
+    note "$reply"
+    step "hello is live at http://hello.example.com/ (point that name at this server), or try:"
+    note "curl -H 'Host: hello.example.com' http://127.0.0.1/"
+fi
+
+step "Done. Deploy an app: git remote add piku piku@$(hostname -f 2>/dev/null || hostname):APP && git push piku main"
