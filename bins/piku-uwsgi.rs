@@ -118,6 +118,7 @@ struct VassalCtx {
     virtualenv: Option<String>,
     kind_settings: Vec<(String, String)>,
     include_settings: Vec<(String, String)>,
+    unset_env: Vec<String>,
     env: Vec<(String, String)>,
 }
 
@@ -137,14 +138,23 @@ fn render_all(root: &Root, rel: &Release, env: &Env, scaling: &BTreeMap<String, 
                 })?;
                 env.insert("PORT".into(), port.to_string());
             }
-            let text = render_vassal(root, rel, &worker.kind, &worker.command, n, &env)?;
-            out.insert(vassal_name(&rel.app, &worker.kind, n), text);
+            let name = vassal_name(&rel.app, &worker.kind, n);
+            // A reloaded vassal keeps its old process environment (uWSGI
+            // re-execs itself): unset what the running one had and this one drops.
+            let running = std::fs::read_to_string(root.dir("uwsgi-enabled").join(&name)).unwrap_or_default();
+            let removed: Vec<String> = running
+                .lines()
+                .filter_map(|l| l.strip_prefix("env = ")?.split_once('=').map(|(k, _)| k.to_string()))
+                .filter(|k| !env.contains_key(k) && k != "PROC_TYPE")
+                .collect();
+            let text = render_vassal(root, rel, &worker.kind, &worker.command, n, &env, removed)?;
+            out.insert(name, text);
         }
     }
     Ok(out)
 }
 
-fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, env: &Env) -> Result<String> {
+fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, env: &Env, unset_env: Vec<String>) -> Result<String> {
     let app = &rel.app;
     let get = |k: &str, d: &str| env.get(k).cloned().unwrap_or_else(|| d.to_string());
     let (uid, gid) = ids();
@@ -241,6 +251,7 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
         virtualenv: virtualenv.map(|v| syntax::uwsgi_value("VIRTUAL_ENV", v)).transpose()?,
         kind_settings: ks,
         include_settings: include_settings(rel, env)?,
+        unset_env,
         env: worker_env,
     };
     for (name, v) in [("UWSGI_ENABLE_THREADS", &ctx.enable_threads), ("UWSGI_LOG_X_FORWARDED_FOR", &ctx.log_x_forwarded_for)] {

@@ -26,6 +26,9 @@ pub const ALL: &[Case] = &[
     Case { name: "broken_push_keeps_live", app: "broken-push", run: broken_push_keeps_live },
     Case { name: "other_branch_not_deployed", app: "other-branch", run: other_branch_not_deployed },
     Case { name: "bad_env_line_keeps_live", app: "bad-env", run: bad_env_line_keeps_live },
+    Case { name: "config_over_ssh", app: "config-ssh", run: crate::more_cases::config_over_ssh },
+    Case { name: "workers_under_the_emperor", app: "workers", run: crate::more_cases::workers_under_the_emperor },
+    Case { name: "per_key_access", app: "access", run: crate::more_cases::per_key_access },
 ];
 
 /// A static site: `static: public`, served by nginx from the release tree.

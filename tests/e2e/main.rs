@@ -11,6 +11,7 @@
 //! stop once, and a case that cannot run is reported as skipped.
 
 mod cases;
+mod more_cases;
 mod client;
 mod server;
 
