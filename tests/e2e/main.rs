@@ -10,6 +10,7 @@
 //! Its own harness (Cargo.toml: harness = false), so the daemons start and
 //! stop once, and a case that cannot run is reported as skipped.
 
+mod bench;
 mod cases;
 mod more_cases;
 mod client;
@@ -67,6 +68,19 @@ fn main() -> ExitCode {
         Err(_) => return setup_failed(&chosen, "the set-up panicked"),
     };
     println!("e2e: sshd on 127.0.0.1:{}, nginx on 127.0.0.1:{}, work dir {}", server.ssh_port, server.http_port, server.work.display());
+
+    // tests/bench: the same server, measured instead of tested.
+    if std::env::args().any(|a| a == "--bench") {
+        let result = bench::run_all(&server);
+        drop(server);
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("bench failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
 
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for case in &chosen {

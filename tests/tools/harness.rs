@@ -148,11 +148,6 @@ impl Server {
         std::fs::read_link(self.root().join("apps").join(app)).ok().map(|t| t.file_name().unwrap().to_string_lossy().into_owned())
     }
 
-    /// A file under PIKU_ROOT, "" when it does not exist.
-    pub fn read_or_empty(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.root().join(rel)).unwrap_or_default()
-    }
-
     pub fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }

@@ -1,0 +1,246 @@
+//! Benchmarks, not tests: `tests/bench` runs the suite's server with
+//! `--bench` and prints figures (median of RUNS, with min and max). Nothing
+//! here asserts a time; it measures and prints.
+
+use crate::client::{App, COMMAND_TIMEOUT, curl, git, run, serves, ssh};
+use crate::server::Server;
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 5;
+
+struct Stat(Vec<f64>);
+
+impl Stat {
+    fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+    fn row(&self, unit: &str) -> String {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(0.0, f64::max);
+        format!("{:>9.1} {unit} (min {:.1}, max {:.1}, n={})", self.median(), min, max, self.0.len())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Time from `git push` until nginx answers `host` with `want`.
+fn push_to_200(s: &Server, app: &App, host: &str, want: &str) -> Result<f64, String> {
+    let started = Instant::now();
+    app.deploy("main")?;
+    loop {
+        if let (200, body) = curl(s, host, "/") {
+            if body.contains(want) {
+                return Ok(ms(started.elapsed()));
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!("{host} never answered {want:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn run_all(s: &Server) -> Result<(), String> {
+    let mut table: Vec<(String, String)> = Vec::new();
+
+    // The floor: a plain git push over the same ssh to a bare repo with no
+    // hook (a key without the forced command), plus an nginx reload.
+    let floor_key = s.work.join("client/floor");
+    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&floor_key), None, COMMAND_TIMEOUT).ok("ssh-keygen")?;
+    let public = std::fs::read_to_string(floor_key.with_extension("pub")).map_err(|e| e.to_string())?;
+    let auth = s.home().join(".ssh/authorized_keys");
+    let mut text = std::fs::read_to_string(&auth).map_err(|e| e.to_string())?;
+    text.push_str(&public);
+    std::fs::write(&auth, text).map_err(|e| e.to_string())?;
+    s.run_as_user(&["git", "init", "-q", "--bare", "floor.git"])?;
+    let floor_ssh = format!("ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes", floor_key.display(), s.ssh_port);
+
+    let site = App::new(s, "bench-static");
+    site.write("Procfile", "static: public\n").write("ENV", "NGINX_SERVER_NAME=bench-static.example.test\n").write("public/index.html", "v0");
+    site.commit("v0")?;
+    site.deploy("main")?;
+    let (mut floor, mut statics) = (Stat(vec![]), Stat(vec![]));
+    for i in 1..=RUNS {
+        site.write("public/index.html", &format!("static v{i}"));
+        site.commit(&format!("v{i}"))?;
+        let started = Instant::now();
+        run(git(&site.dir).env("GIT_SSH_COMMAND", &floor_ssh).args(["push", "-q", &format!("{}:floor.git", s.ssh_destination()), "main"]), None, COMMAND_TIMEOUT)
+            .ok("floor push")?;
+        run(Command::new("nginx").args(["-c", &s.work.join("nginx/nginx.conf").display().to_string(), "-s", "reload"]), None, COMMAND_TIMEOUT).ok("nginx reload")?;
+        floor.0.push(ms(started.elapsed()));
+        statics.0.push(push_to_200(s, &site, "bench-static.example.test", &format!("static v{i}"))?);
+    }
+    let ratio = statics.median() / floor.median();
+    table.push(("floor: git push (no hook) + nginx reload".into(), floor.row("ms")));
+    table.push(("push-to-200, static site".into(), format!("{} = {ratio:.2}x floor", statics.row("ms"))));
+
+    let web = App::new(s, "bench-web");
+    web.write("Procfile", "web: python3 -m http.server --bind 127.0.0.1 $PORT --directory site\n")
+        .write("ENV", "NGINX_SERVER_NAME=bench-web.example.test\n")
+        .write("site/index.html", "web v0");
+    web.commit("v0")?;
+    web.deploy("main")?;
+    serves(s, "bench-web.example.test", "/", "web v0")?;
+    let mut webs = Stat(vec![]);
+    for i in 1..=RUNS {
+        web.write("site/index.html", &format!("web v{i}"));
+        web.commit(&format!("v{i}"))?;
+        webs.0.push(push_to_200(s, &web, "bench-web.example.test", &format!("web v{i}"))?);
+    }
+    table.push(("push-to-200, generic web app".into(), format!("{} = {:.2}x floor", webs.row("ms"), webs.median() / floor.median())));
+
+    let py = App::new(s, "bench-python");
+    py.write("requirements.txt", "six\n")
+        .write("Procfile", "web: python app.py\n")
+        .write("ENV", "NGINX_SERVER_NAME=bench-python.example.test\n")
+        .write("app.py", "import os, six\nfrom http.server import SimpleHTTPRequestHandler, HTTPServer\nHTTPServer(('127.0.0.1', int(os.environ['PORT'])), SimpleHTTPRequestHandler).serve_forever()\n")
+        .write("index.html", "py v0");
+    py.commit("v0")?;
+    py.deploy("main")?;
+    let mut pys = Stat(vec![]);
+    for i in 1..=RUNS {
+        py.write("index.html", &format!("py v{i}"));
+        py.commit(&format!("v{i}"))?;
+        pys.0.push(push_to_200(s, &py, "bench-python.example.test", &format!("py v{i}"))?);
+    }
+    table.push(("redeploy push-to-200, Python, deps unchanged".into(), format!("{} = {:.2}x floor", pys.row("ms"), pys.median() / floor.median())));
+
+    // Command latency: the front door run directly (as the user would from a
+    // shell on the server) and through ssh.
+    let piku = s.work.join("prefix/bin/piku");
+    for (label, args) in [("apps", vec!["apps"]), ("config:get", vec!["config:get", "bench-static", "NGINX_SERVER_NAME"]), ("ps", vec!["ps", "bench-web"])] {
+        let mut direct = Stat(vec![]);
+        for _ in 0..20 {
+            let started = Instant::now();
+            let out = Command::new(&piku).args(&args).env("HOME", s.home()).output().map_err(|e| e.to_string())?;
+            direct.0.push(ms(started.elapsed()));
+            if !out.status.success() && label != "config:get" {
+                return Err(format!("piku {label} failed: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+        let mut over_ssh = Stat(vec![]);
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            ssh(s, &args.join(" "), None);
+            over_ssh.0.push(ms(started.elapsed()));
+        }
+        table.push((format!("piku {label}, on the server"), direct.row("ms")));
+        table.push((format!("piku {label}, through ssh"), over_ssh.row("ms")));
+    }
+
+    // Peak RSS of each tool during a push of ~5,000 files / ~50 MB.
+    let big = App::new(s, "bench-big");
+    big.write("Procfile", "static: public\n").write("ENV", "NGINX_SERVER_NAME=bench-big.example.test\n");
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..5000 {
+        let mut content = String::with_capacity(10_000);
+        while content.len() < 10_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            content.push_str(&format!("{seed:016x}"));
+        }
+        big.write(&format!("public/d{}/f{i}.txt", i % 50), &content);
+    }
+    big.commit("big")?;
+    let peaks = std::sync::Mutex::new(BTreeMap::<String, u64>::new());
+    let done = AtomicBool::new(false);
+    let push_ms = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                sample_rss(&peaks);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let started = Instant::now();
+        let r = big.deploy("main");
+        done.store(true, Ordering::SeqCst);
+        r.map(|_| ms(started.elapsed()))
+    })?;
+    table.push(("push of 5,000 files / 50 MB (static)".into(), format!("{push_ms:>9.1} ms")));
+    for (tool, kb) in peaks.lock().unwrap().iter() {
+        table.push((format!("peak RSS {tool} (big push)"), format!("{:>9.1} MB", *kb as f64 / 1024.0)));
+    }
+
+    // Failed requests during redeploys under a bounded load.
+    for (label, restart) in [("redeploy (ours)", false), ("stop then start (piku's way)", true)] {
+        let (ok, failed) = under_load(s, "bench-web.example.test", || {
+            for i in 0..3 {
+                if restart {
+                    ssh(s, "stop bench-web", None);
+                    ssh(s, "start bench-web", None);
+                } else {
+                    web.write("site/index.html", &format!("load v{i}"));
+                    web.commit(&format!("load v{i}")).ok();
+                    web.deploy("main").ok();
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        });
+        table.push((format!("requests during 3x {label}"), format!("{ok} ok, {failed} failed")));
+    }
+
+    for name in ["piku", "piku-receive", "piku-build", "piku-config", "piku-uwsgi", "piku-nginx"] {
+        let size = std::fs::metadata(s.work.join("prefix/bin").join(name)).map(|m| m.len()).unwrap_or(0);
+        table.push((format!("size of {name}"), format!("{:>9.2} MB", size as f64 / 1_048_576.0)));
+    }
+    let total: u64 = ["piku", "piku-receive", "piku-build", "piku-config", "piku-uwsgi", "piku-nginx"]
+        .iter()
+        .map(|n| std::fs::metadata(s.work.join("prefix/bin").join(n)).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    table.push(("size of all tools".into(), format!("{:>9.2} MB", total as f64 / 1_048_576.0)));
+
+    println!();
+    println!("| measure | figure |");
+    println!("|---|---|");
+    for (k, v) in table {
+        println!("| {k} | {} |", v.trim());
+    }
+    Ok(())
+}
+
+/// The highest VmHWM seen so far of every process whose name starts with "piku".
+fn sample_rss(peaks: &std::sync::Mutex<BTreeMap<String, u64>>) {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.flatten() {
+        let Ok(status) = std::fs::read_to_string(p.path().join("status")) else { continue };
+        let name = status.lines().next().and_then(|l| l.strip_prefix("Name:")).map(str::trim).unwrap_or("");
+        if !name.starts_with("piku") {
+            continue;
+        }
+        let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok());
+        if let Some(kb) = hwm {
+            let mut peaks = peaks.lock().unwrap();
+            let e = peaks.entry(name.to_string()).or_insert(0);
+            *e = (*e).max(kb);
+        }
+    }
+}
+
+/// Run `work` while a bounded curl loop hits `host`; (ok, failed) counts.
+fn under_load(s: &Server, host: &str, work: impl FnOnce()) -> (usize, usize) {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let (mut ok, mut failed) = (0, 0);
+            while !stop.load(Ordering::SeqCst) && ok + failed < 20_000 {
+                match curl(s, host, "/") {
+                    (200, _) => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        });
+        work();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::SeqCst);
+        load.join().unwrap_or((0, 0))
+    })
+}
