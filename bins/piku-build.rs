@@ -1,21 +1,49 @@
 //! piku-build: from a release tree to something runnable.
 //!
 //!   piku-build <app> <release-id>
-//!       detect the runtime (piku's rules, first match wins), install the
-//!       dependencies into a dependency environment envs/<app>/<runtime>-<hash>
-//!       keyed by the manifest's content (unchanged -> reused, skipped), and
-//!       record the result in releases/<app>/<id>.build.
+//!       detect the runtime (piku's rules and order, first match wins; see
+//!       piku-build/runtimes.rs), install its dependencies and record the result
+//!       in releases/<app>/<id>.build (RUNTIME, VIRTUAL_ENV, NODE_PATH,
+//!       PATH_PREFIX, BUILD_CACHE), which piku-config turns into the app's
+//!       environment.
 //!   piku-build --task release|preflight <app> <release-id>
 //!       run that Procfile task in the release's tree with its resolved
 //!       environment (releases/<app>/<id>.env); a failure stops the deploy.
 //!   piku-build --destroy <app>
 //!       remove the app's dependency environments (directories in envs/<app>).
+//!
+//! What goes in envs/<app>/, all keyed so that nothing a kept release uses is
+//! ever changed (a new key means a new directory beside the live one):
+//!   <runtime>-<key>          an environment (virtualenv, gems, node_modules),
+//!                            keyed by the hash of the dependency manifests and
+//!                            the runtime version; unchanged -> reused as is.
+//!   <runtime>-cache-<key>    compiled languages (Go, Rust, Java, Clojure): the
+//!                            dependency cache (GOPATH, CARGO_HOME, the Maven
+//!                            repository), keyed the same way. The program itself
+//!                            depends on the source, so it is compiled on every
+//!                            deploy: into the tree (Java, Clojure) or into
+//!   <runtime>-release-<id>   the release's own output directory (Go, Rust),
+//!                            whose bin/ is on the app's PATH.
+//! A directory is finished when it holds `.piku-complete`; an unfinished one
+//! (a crash) is removed and rebuilt. A failed install removes only what it made.
+//! Directories no kept release (nor LIVE_ENV) refers to are removed.
+//!
+//! The build's tools are looked up on the *app's* PATH: `PATH` from
+//! $PIKU_ROOT/settings (else the default base PATH, see piku::paths::base_path),
+//! as the app's ENV and config may extend it — never the caller's PATH, so a
+//! push, `piku deploy` and a shell build alike, with the tools the app will run
+//! with. The build's commands get the app's ENV and config as their environment
+//! (NPM_CONFIG_REGISTRY, GOFLAGS, RUSTFLAGS, ...), as piku does.
+
+#[path = "piku-build/runtimes.rs"]
+mod runtimes;
 
 use piku::envfile::{self, Env};
 use piku::error::{Error, IoContext, Result};
-use piku::procfile::Procfile;
 use piku::release::Release;
+use piku::settings::Settings;
 use piku::{AppName, Root, atomic, output, process};
+use runtimes::{Runtime, Shape};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -37,104 +65,214 @@ fn main() -> ExitCode {
     })
 }
 
-/// What a runtime needs: the files that key its dependency environment, the
-/// tools it runs, and how to fill a fresh environment.
-struct Runtime {
-    name: &'static str,
-    /// Files whose content decides whether the dependency environment is reusable.
-    manifests: &'static [&'static str],
-    /// (program, Debian package that provides it)
-    tools: &'static [(&'static str, &'static str)],
-    install: Option<fn(&Ctx, &Path) -> Result<()>>,
-}
-
-struct Ctx<'a> {
-    rel: &'a Release,
-    settings: Env,
-}
-
-const PYTHON: Runtime = Runtime {
-    name: "python",
-    manifests: &["requirements.txt"],
-    tools: &[("python3", "python3")],
-    install: Some(install_python),
-};
-const GENERIC: Runtime = Runtime { name: "generic", manifests: &[], tools: &[], install: None };
-const STATIC: Runtime = Runtime { name: "static", manifests: &[], tools: &[], install: None };
-
-/// piku's detection order, first match wins.
-fn detect(tree: &Path, procfile: &Procfile) -> (&'static Runtime, &'static str) {
-    if tree.join("requirements.txt").is_file() {
-        (&PYTHON, "Python app detected (requirements.txt)")
-    } else if procfile.has("static") && procfile.workers().all(|w| w.kind == "static") {
-        (&STATIC, "Static app detected")
-    } else {
-        (&GENERIC, "Generic app detected")
-    }
-}
-
 fn build(root: &Root, rel: &Release) -> Result<()> {
     let procfile = rel.procfile()?;
     for w in &procfile.warnings {
         output::warn(w);
     }
-    let settings = rel.settings(root)?;
-    let (runtime, said) = detect(&rel.dir, &procfile);
-    output::step(said);
-    for (tool, package) in runtime.tools {
-        let wanted = if *tool == "python3" { python_for(&settings) } else { tool.to_string() };
-        if process::which(&wanted).is_none() {
-            return Err(Error::new(format!(
-                "{} app '{}' needs '{wanted}', which is not installed on the server (Debian package: {package})",
-                runtime.name, rel.app
-            )));
-        }
-    }
+    let ctx = Ctx::new(root, rel)?;
+    let runtime = runtimes::detect(&ctx, &procfile)?;
+    runtimes::check_tools(&ctx, runtime)?;
 
     let env_root = root.env_dir(&rel.app);
     std::fs::create_dir_all(&env_root).at("create directory", &env_root)?;
     let mut facts = Env::new();
-    facts.insert("RUNTIME".into(), runtime.name.into());
-    let ctx = Ctx { rel, settings };
-    if let Some(install) = runtime.install {
-        let key = dependency_key(&ctx, runtime)?;
-        let env_dir = env_root.join(format!("{}-{key}", runtime.name));
-        if env_dir.join(COMPLETE).is_file() {
-            output::step(format!("Dependencies unchanged, skipped (reusing {})", env_dir.display()));
-        } else {
-            if env_dir.exists() {
-                std::fs::remove_dir_all(&env_dir).at("remove an unfinished environment", &env_dir)?;
+    facts.insert("RUNTIME".into(), runtime.name().into());
+    match runtime.shape() {
+        Shape::Nothing => {}
+        Shape::Environment => {
+            let env = env_root.join(format!("{}-{}", runtime.name(), dependency_key(&ctx, runtime)?));
+            if is_complete(&env) {
+                output::step(format!("Dependencies unchanged, skipped (reusing {})", env.display()));
+            } else {
+                start_fresh(&env)?;
+                output::step(format!("Installing dependencies into {}", env.display()));
+                if let Err(e) = runtimes::install(&ctx, runtime, &env) {
+                    let _ = remove_tree(&env);
+                    return Err(e);
+                }
+                mark_complete(&env)?;
             }
-            output::step(format!("Installing dependencies into {}", env_dir.display()));
-            if let Err(e) = install(&ctx, &env_dir) {
-                let _ = std::fs::remove_dir_all(&env_dir);
-                return Err(e);
-            }
-            atomic::write_file(&env_dir.join(COMPLETE), key.as_bytes(), 0o644)?;
+            facts.insert("VIRTUAL_ENV".into(), env.display().to_string());
+            runtimes::attach(&ctx, runtime, &env, &mut facts)?;
         }
-        facts.insert("VIRTUAL_ENV".into(), env_dir.display().to_string());
-        remove_unused_environments(root, rel, &env_dir);
+        Shape::Compiled => compile(&ctx, runtime, &env_root, &mut facts)?,
     }
+    remove_unused_environments(root, rel, &facts);
     atomic::write_file(&rel.fact_file("build"), envfile::render(&facts)?.as_bytes(), 0o644)
 }
 
-/// Marks a dependency environment as completely built.
+/// A compiled language: dependencies cached by manifest, the program built
+/// once per release (the same release built again by hand is not rebuilt).
+fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Result<()> {
+    let cache = env_root.join(format!("{}-cache-{}", runtime.name(), dependency_key(ctx, runtime)?));
+    let new_cache = !is_complete(&cache);
+    if new_cache {
+        start_fresh(&cache)?;
+        std::fs::create_dir_all(&cache).at("create directory", &cache)?;
+        output::step(format!("Dependencies changed: fetching them into a new cache, {}", cache.display()));
+        if let Err(e) = runtimes::fetch(ctx, runtime, &cache) {
+            let _ = remove_tree(&cache);
+            return Err(e);
+        }
+    } else {
+        output::step(format!("Dependencies unchanged, skipped (reusing the dependency cache {})", cache.display()));
+    }
+    facts.insert("BUILD_CACHE".into(), cache.display().to_string());
+    let out = runtime.has_output_dir().then(|| env_root.join(format!("{}-release-{}", runtime.name(), ctx.rel.id)));
+    if let Some(out) = &out {
+        facts.insert("VIRTUAL_ENV".into(), out.display().to_string());
+    }
+
+    let before = envfile::read_literal(&ctx.rel.fact_file("build"))?.unwrap_or_default();
+    let built = before.get("RUNTIME") == facts.get("RUNTIME")
+        && before.get("BUILD_CACHE") == facts.get("BUILD_CACHE")
+        && out.as_deref().is_none_or(is_complete);
+    if built {
+        output::step(format!("Release {} is already built, skipped (push a new commit to rebuild it)", ctx.rel.id));
+        return Ok(());
+    }
+    if let Some(out) = &out {
+        start_fresh(out)?;
+        std::fs::create_dir_all(out.join("bin")).at("create directory", out)?;
+    }
+    output::step(format!(
+        "Compiling '{}' (on every deploy: the program depends on the source, not only on {})",
+        ctx.rel.app,
+        runtime.manifests().first().copied().unwrap_or("the manifest")
+    ));
+    if let Err(e) = runtimes::compile(ctx, runtime, &cache, out.as_deref()) {
+        if let Some(out) = &out {
+            let _ = remove_tree(out);
+        }
+        if new_cache {
+            let _ = remove_tree(&cache);
+        }
+        return Err(e);
+    }
+    if let Some(out) = &out {
+        mark_complete(out)?;
+    }
+    mark_complete(&cache)
+}
+
+/// What the build knows about the app: its release, and its environment as
+/// the build's commands see it (the app's base PATH, its ENV, its config).
+pub struct Ctx<'a> {
+    pub rel: &'a Release,
+    pub env: Env,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(root: &Root, rel: &'a Release) -> Result<Ctx<'a>> {
+        let home = piku::paths::home_dir();
+        let mut env = Env::new();
+        env.insert("APP".into(), rel.app.to_string());
+        env.insert("HOME".into(), home.display().to_string());
+        let base = Settings::load(root)?.get("PATH").unwrap_or_else(|| piku::paths::base_path(&home));
+        env.insert("PATH".into(), base);
+        let app = &rel.app;
+        envfile::read_into(&mut env, &rel.dir.join("ENV"), true).map_err(|e| e.context(format!("the ENV file of '{app}'")))?;
+        envfile::read_into(&mut env, &root.user_env_file(app), true).map_err(|e| e.context(format!("the config of '{app}'")))?;
+        Ok(Ctx { rel, env })
+    }
+
+    /// A setting of the app (its ENV or config), when set and not blank.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.env.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    pub fn path(&self) -> &str {
+        self.env.get("PATH").map(String::as_str).unwrap_or("")
+    }
+
+    /// A file in the release's tree.
+    pub fn has(&self, name: &str) -> bool {
+        self.rel.dir.join(name).exists()
+    }
+
+    /// `program` on `first` then the app's PATH.
+    pub fn find_with(&self, program: &str, first: &[PathBuf]) -> Option<PathBuf> {
+        let path = std::env::join_paths(first.iter().cloned().chain(std::env::split_paths(self.path()))).ok()?;
+        std::env::split_paths(&path).map(|d| d.join(program)).find(|p| is_executable(p))
+    }
+
+    pub fn find(&self, program: &str) -> Option<PathBuf> {
+        self.find_with(program, &[])
+    }
+
+    /// A build command: `program` found on `first` + the app's PATH, run in the
+    /// release's tree with the app's environment and that PATH.
+    pub fn command(&self, program: &str, first: &[PathBuf]) -> Command {
+        let mut cmd = Command::new(self.find_with(program, first).unwrap_or_else(|| PathBuf::from(program)));
+        let mut path: Vec<String> = first.iter().map(|p| p.display().to_string()).collect();
+        path.push(self.path().to_string());
+        cmd.envs(&self.env)
+            .env("PATH", path.join(":"))
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONIOENCODING", "UTF_8:replace")
+            .current_dir(&self.rel.dir);
+        cmd
+    }
+
+    /// Say what runs, then run it with its output streamed, indented.
+    pub fn run(&self, cmd: &mut Command, what: &str) -> Result<()> {
+        output::step(format!("Running {}", describe(cmd)));
+        process::run_streamed(cmd, &format!("{what} for '{}'", self.rel.app))
+    }
+}
+
+/// `program args...` as the pusher reads it (the program by its name).
+fn describe(cmd: &Command) -> String {
+    let program = Path::new(cmd.get_program());
+    let mut words = vec![program.file_name().unwrap_or(program.as_os_str()).to_string_lossy().into_owned()];
+    words.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    words.join(" ")
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// Marks a directory in envs/<app> as completely built.
 const COMPLETE: &str = ".piku-complete";
 
-/// The key of a dependency environment: the manifests' content and the runtime version.
-fn dependency_key(ctx: &Ctx, runtime: &Runtime) -> Result<String> {
+fn is_complete(dir: &Path) -> bool {
+    dir.join(COMPLETE).is_file()
+}
+
+fn mark_complete(dir: &Path) -> Result<()> {
+    atomic::write_file(&dir.join(COMPLETE), b"", 0o644)
+}
+
+/// Clear the way for a new directory: an unfinished one left by a crash goes.
+fn start_fresh(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        output::step(format!("Removing the unfinished {}", dir.display()));
+        remove_tree(dir)?;
+    }
+    Ok(())
+}
+
+/// The key of a dependency environment or cache: the runtime, its version
+/// settings and installed version, and the manifests' names and content.
+fn dependency_key(ctx: &Ctx, runtime: Runtime) -> Result<String> {
     let mut h = Fnv::default();
-    h.write(runtime.name.as_bytes());
-    h.write(python_for(&ctx.settings).as_bytes());
-    for m in runtime.manifests {
+    h.write(runtime.name().as_bytes());
+    for key in runtime.version_settings() {
+        h.write(key.as_bytes());
+        h.write(ctx.setting(key).unwrap_or("").as_bytes());
+    }
+    h.write(runtimes::installed_version(ctx, runtime).as_bytes());
+    for m in runtime.manifests() {
         let path = ctx.rel.dir.join(m);
         match std::fs::read(&path) {
             Ok(bytes) => {
                 h.write(m.as_bytes());
-                h.write(&(bytes.len() as u64).to_le_bytes());
                 h.write(&bytes);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => {}
             Err(e) => return Err(Error::io("read", &path, e)),
         }
     }
@@ -150,62 +288,68 @@ impl Default for Fnv {
 }
 impl Fnv {
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
+        // The length first, so ("ab","c") and ("a","bc") differ.
+        for b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
-        // Separate fields so ("ab","c") and ("a","bc") differ.
-        self.0 ^= 0xff;
-        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
     }
 }
 
-/// `PYTHON_VERSION` (`3`, `3.11`) -> the interpreter to use (`python3`, `python3.11`).
-fn python_for(settings: &Env) -> String {
-    let v = settings.get("PYTHON_VERSION").map(|s| s.trim()).filter(|s| !s.is_empty()).unwrap_or("3");
-    if v.chars().all(|c| c.is_ascii_digit() || c == '.') { format!("python{v}") } else { "python3".into() }
-}
-
-fn install_python(ctx: &Ctx, env_dir: &Path) -> Result<()> {
-    let python = python_for(&ctx.settings);
-    let mut venv = if process::which("virtualenv").is_some() {
-        let mut c = Command::new("virtualenv");
-        c.arg(format!("--python={python}")).arg(env_dir);
-        c
-    } else {
-        let mut c = Command::new(&python);
-        c.args(["-m", "venv"]).arg(env_dir);
-        c
-    };
-    process::run_streamed(&mut venv, &format!("creating the virtualenv for '{}'", ctx.rel.app))?;
-    let pip = env_dir.join("bin/pip");
-    process::run_streamed(
-        Command::new(&pip)
-            .args(["install", "--disable-pip-version-check", "--progress-bar", "off", "-r"])
-            .arg(ctx.rel.dir.join("requirements.txt"))
-            .current_dir(&ctx.rel.dir)
-            .env("PYTHONUNBUFFERED", "1"),
-        &format!("pip install for '{}'", ctx.rel.app),
-    )
-}
-
-/// Remove dependency environments that no kept release uses any more.
-fn remove_unused_environments(root: &Root, rel: &Release, current: &Path) {
+/// Remove the finished directories of envs/<app> that neither a kept release
+/// (its `.build` facts), nor LIVE_ENV, nor this build refers to.
+fn remove_unused_environments(root: &Root, rel: &Release, current: &Env) {
+    let env_root = root.env_dir(&rel.app);
     let releases = root.releases_dir(&rel.app);
-    let mut used: Vec<PathBuf> = vec![current.to_path_buf()];
+    let mut used = Vec::new();
+    let mut note = |env: &Env| {
+        for value in env.values() {
+            for part in value.split(':') {
+                if let Some(name) = Path::new(part).strip_prefix(&env_root).ok().and_then(|rest| rest.iter().next()) {
+                    used.push(env_root.join(name));
+                }
+            }
+        }
+    };
+    note(current);
     for id in piku::release::list_ids(root, &rel.app) {
         if let Ok(Some(facts)) = envfile::read_literal(&releases.join(format!("{id}.build"))) {
-            if let Some(v) = facts.get("VIRTUAL_ENV") {
-                used.push(PathBuf::from(v));
+            note(&facts);
+        }
+    }
+    if let Ok(Some(live)) = envfile::read_literal(&root.live_env_file(&rel.app)) {
+        note(&live);
+    }
+    let Ok(entries) = std::fs::read_dir(&env_root) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        if is_complete(&path) && !used.contains(&path) {
+            output::step(format!("Removing unused dependency environment {}", path.display()));
+            if let Err(e) = remove_tree(&path) {
+                output::warn(e.message);
             }
         }
     }
-    let Ok(entries) = std::fs::read_dir(root.env_dir(&rel.app)) else { return };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.join(COMPLETE).is_file() && !used.contains(&path) {
-            output::step(format!("Removing unused dependency environment {}", path.display()));
-            let _ = std::fs::remove_dir_all(&path);
+}
+
+/// remove_dir_all, also through the read-only directories some tools leave
+/// (Go's module cache); a missing directory is fine.
+fn remove_tree(dir: &Path) -> Result<()> {
+    fn make_writable(dir: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                make_writable(&e.path());
+            }
+        }
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            make_writable(dir);
+            std::fs::remove_dir_all(dir).at("remove", dir)
         }
     }
 }
@@ -228,7 +372,7 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(root.env_dir(app)) else { return Ok(()) };
     for e in entries.flatten() {
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            std::fs::remove_dir_all(e.path()).at("remove", &e.path())?;
+            remove_tree(&e.path())?;
         }
     }
     Ok(())

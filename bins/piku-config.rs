@@ -30,12 +30,12 @@ fn main() -> ExitCode {
         let json = args.iter().any(|a| a == "--json");
         let args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--json").collect();
         match args.as_slice() {
-            ["--show", app] => show(&root, &existing(&root, app)?, Which::User, json),
-            ["--live", app] => show(&root, &existing(&root, app)?, Which::Live, json),
-            ["--get", app, key] => get(&root, &existing(&root, app)?, key),
-            ["--set", app, pairs @ ..] if !pairs.is_empty() => set(&root, &existing(&root, app)?, pairs),
-            ["--unset", app, keys @ ..] if !keys.is_empty() => unset(&root, &existing(&root, app)?, keys),
-            ["--restore", app] => restore(&root, &existing(&root, app)?),
+            ["--show", app] => show(&root, &release::existing_app(&root, app)?, Which::User, json),
+            ["--live", app] => show(&root, &release::existing_app(&root, app)?, Which::Live, json),
+            ["--get", app, key] => get(&root, &release::existing_app(&root, app)?, key),
+            ["--set", app, pairs @ ..] if !pairs.is_empty() => set(&root, &release::existing_app(&root, app)?, pairs),
+            ["--unset", app, keys @ ..] if !keys.is_empty() => unset(&root, &release::existing_app(&root, app)?, keys),
+            ["--restore", app] => restore(&root, &release::existing_app(&root, app)?),
             ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
             [app, id] if !app.starts_with('-') => {
                 let app = AppName::parse(app)?;
@@ -55,12 +55,6 @@ fn main() -> ExitCode {
             )),
         }
     })
-}
-
-fn existing(root: &Root, app: &str) -> Result<AppName> {
-    let app = AppName::parse(app)?;
-    release::require_app(root, &app)?;
-    Ok(app)
 }
 
 /// The resolved environment a release runs with.

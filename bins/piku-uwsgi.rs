@@ -44,26 +44,20 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            ["--stop", app] => stop(&root, &existing(&root, app)?),
+            ["--stop", app] => stop(&root, &release::existing_app(&root, app)?),
             ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
-            ["--ps", app] => ps(&root, &existing(&root, app)?, false),
-            ["--ps", app, "--json"] => ps(&root, &existing(&root, app)?, true),
-            ["--scale", app, pairs @ ..] if !pairs.is_empty() => scale(&root, &existing(&root, app)?, pairs),
-            ["--logs", app, rest @ ..] => logs(&root, &existing(&root, app)?, rest),
-            ["--start", app] => start(&root, &existing(&root, app)?),
-            ["--restart", app] => publish(&root, &existing(&root, app)?, true),
-            [app] if !app.starts_with('-') => publish(&root, &existing(&root, app)?, false),
+            ["--ps", app] => ps(&root, &release::existing_app(&root, app)?, false),
+            ["--ps", app, "--json"] => ps(&root, &release::existing_app(&root, app)?, true),
+            ["--scale", app, pairs @ ..] if !pairs.is_empty() => scale(&root, &release::existing_app(&root, app)?, pairs),
+            ["--logs", app, rest @ ..] => logs(&root, &release::existing_app(&root, app)?, rest),
+            ["--start", app] => start(&root, &release::existing_app(&root, app)?),
+            ["--restart", app] => publish(&root, &release::existing_app(&root, app)?, true),
+            [app] if !app.starts_with('-') => publish(&root, &release::existing_app(&root, app)?, false),
             _ => Err(Error::usage(
                 "usage: piku-uwsgi <app> | --check <app> <release-id> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
             )),
         }
     })
-}
-
-fn existing(root: &Root, app: &str) -> Result<AppName> {
-    let app = AppName::parse(app)?;
-    release::require_app(root, &app)?;
-    Ok(app)
 }
 
 /// The user and group this tool runs as, by name (uWSGI reads `0` as a name).

@@ -74,20 +74,20 @@ fn dispatch(root: &Root, args: &[String]) -> Result<()> {
         ["config:get", app, key] => tool_for_app(root, "piku-config", "--get", app, &[key]),
         ["config:set", app, rest @ ..] => change_config(root, app, "--set", rest),
         ["config:unset", app, rest @ ..] => change_config(root, app, "--unset", rest),
-        ["deploy", app] => deploy(root, &existing(root, app)?),
+        ["deploy", app] => deploy(root, &release::existing_app(root, app)?),
         ["stop", app] => tool_for_app(root, "piku-uwsgi", "--stop", app, &[]),
         ["start", app] => tool_for_app(root, "piku-uwsgi", "--start", app, &[]),
         ["restart", app] => {
-            let app = existing(root, app)?;
+            let app = release::existing_app(root, app)?;
             let _lock = AppLock::acquire(root, &app)?;
             output::step(format!("Restarting '{app}'"));
             run_tool("piku-uwsgi", &["--restart", app.as_str()])
         }
-        ["run", app, cmd @ ..] if !cmd.is_empty() => run(root, &existing(root, app)?, cmd),
+        ["run", app, cmd @ ..] if !cmd.is_empty() => run(root, &release::existing_app(root, app)?, cmd),
         ["ps", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--ps", app, rest),
         ["logs", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--logs", app, rest),
-        ["ps:scale", app, pairs @ ..] if !pairs.is_empty() => scale(root, &existing(root, app)?, pairs),
-        ["destroy", app] => destroy(root, &existing(root, app)?),
+        ["ps:scale", app, pairs @ ..] if !pairs.is_empty() => scale(root, &release::existing_app(root, app)?, pairs),
+        ["destroy", app] => destroy(root, &release::existing_app(root, app)?),
         [cmd, ..] if is_known(cmd) => Err(Error::usage(format!("wrong arguments for '{cmd}'; see 'help'"))),
         [cmd, rest @ ..] => match plugin(root, cmd) {
             Some(path) => exec(Command::new(path).args(rest).env("PIKU_ROOT", &root.root)),
@@ -200,12 +200,6 @@ fn git_path_to_app(raw: &str) -> &str {
     raw.strip_prefix('/').unwrap_or(raw)
 }
 
-fn existing(root: &Root, app: &str) -> Result<AppName> {
-    let app = AppName::parse(app)?;
-    release::require_app(root, &app)?;
-    Ok(app)
-}
-
 fn exec(cmd: &mut Command) -> Result<()> {
     let err = cmd.exec();
     Err(Error::new(format!("could not run {}: {err}", cmd.get_program().to_string_lossy())))
@@ -221,7 +215,7 @@ fn run_tool(tool: &str, args: &[&str]) -> Result<()> {
 
 /// Hand a command for an existing app to the tool that owns it.
 fn tool_for_app(root: &Root, tool: &str, verb: &str, app: &str, rest: &[&str]) -> Result<()> {
-    let app = existing(root, app)?;
+    let app = release::existing_app(root, app)?;
     exec(Command::new(paths::tool(tool)).arg(verb).arg(app.as_str()).args(rest))
 }
 
@@ -354,7 +348,7 @@ fn fingerprint(key: &str) -> Result<String> {
 /// the live release without rebuilding; if applying fails, put the old
 /// config back, so a bad value never leaves the app half-configured.
 fn change_config(root: &Root, app: &str, verb: &str, rest: &[&str]) -> Result<()> {
-    let app = existing(root, app)?;
+    let app = release::existing_app(root, app)?;
     let no_restart = rest.contains(&"--no-restart");
     let items: Vec<&str> = rest.iter().copied().filter(|a| *a != "--no-restart").collect();
     if items.is_empty() {

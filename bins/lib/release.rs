@@ -99,6 +99,13 @@ pub fn app_exists(root: &Root, app: &AppName) -> bool {
     root.repo_dir(app).is_dir() || root.app_dir(app).exists()
 }
 
+/// An app name from a command line, for an app that must exist.
+pub fn existing_app(root: &Root, raw: &str) -> Result<AppName> {
+    let app = AppName::parse(raw)?;
+    require_app(root, &app)?;
+    Ok(app)
+}
+
 /// A clear error for commands on an app that is not there.
 pub fn require_app(root: &Root, app: &AppName) -> Result<()> {
     if app_exists(root, app) {
