@@ -20,8 +20,12 @@ struct Followed {
 /// Print the last `lines` lines of each file as `label | line`; then, when
 /// `follow`, keep printing new lines until the reader goes away (EPIPE).
 pub fn tail(files: Vec<(String, PathBuf)>, lines: usize, follow: bool) {
+    tail_to(&mut std::io::stdout().lock(), files, lines, follow, &|| false);
+}
+
+/// `tail` into any writer, following until `stop()` says so (or a write fails).
+pub fn tail_to(out: &mut impl Write, files: Vec<(String, PathBuf)>, lines: usize, follow: bool, stop: &dyn Fn() -> bool) {
     let width = files.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
-    let mut out = std::io::stdout().lock();
     let mut followed = Vec::new();
     for (label, path) in files {
         let label = format!("{label:<width$}");
@@ -51,7 +55,7 @@ pub fn tail(files: Vec<(String, PathBuf)>, lines: usize, follow: bool) {
         followed.push(f);
     }
     let _ = out.flush();
-    while follow {
+    while follow && !stop() {
         let mut any = false;
         for f in &mut followed {
             // Reopen when the file was rotated (another inode) or truncated.
@@ -92,5 +96,55 @@ pub fn tail(files: Vec<(String, PathBuf)>, lines: usize, follow: bool) {
         if !any {
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn follows_new_lines_and_survives_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("web.1.log");
+        std::fs::write(&log, "one\ntwo\nthree\n").unwrap();
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (b, d, l) = (buf.clone(), done.clone(), log.clone());
+        let t = std::thread::spawn(move || {
+            tail_to(&mut Shared(b), vec![("web.1".into(), l)], 2, true, &|| d.load(std::sync::atomic::Ordering::SeqCst));
+        });
+        let text = || String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        let wait_for = |needle: &str| {
+            for _ in 0..100 {
+                if text().contains(needle) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("{needle:?} never appeared in {:?}", text());
+        };
+        wait_for("web.1 | three\n");
+        std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"four\n").unwrap();
+        wait_for("web.1 | four\n");
+        // uWSGI's rotation: the full log becomes .old, a new one starts.
+        std::fs::rename(&log, dir.path().join("web.1.log.old")).unwrap();
+        std::fs::write(&log, "after rotation\n").unwrap();
+        wait_for("web.1 | after rotation\n");
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        t.join().unwrap();
+        assert!(text().starts_with("web.1 | two\nweb.1 | three\n"), "{}", text());
     }
 }

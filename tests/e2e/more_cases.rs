@@ -59,6 +59,12 @@ pub fn config_over_ssh(s: &Server) -> Result<(), String> {
     if out.code != 7 {
         return Err(format!("run 'exit 7' gave exit {}", out.code));
     }
+    // `ssh -t`: the command gets a terminal (interactive use).
+    let argv = s.ssh_argv(&s.client_key());
+    let out = run(Command::new(&argv[0]).args(&argv[1..]).arg("-tt").arg(s.ssh_destination()).arg("run config-ssh 'tty; echo $APP'"), None, COMMAND_TIMEOUT);
+    if out.code != 0 || !out.stdout.contains("/dev/pts/") || !out.stdout.contains("config-ssh") {
+        return Err(format!("run under ssh -t did not get a terminal:\n{}", indent(&out.all())));
+    }
 
     // Bad input: nothing written, clear errors, exit 1.
     let before = ssh(s, "config config-ssh", None).ok("config")?.stdout;
@@ -183,4 +189,21 @@ pub fn per_key_access(s: &Server) -> Result<(), String> {
     }
     // The unrestricted key still sees everything.
     expect_text(&ssh(s, "apps", None).ok("apps")?.stdout, "access-shop", "apps with the first key")
+}
+
+/// A WSGI app: the uWSGI python3 plugin, behind nginx through the unix socket.
+pub fn wsgi_app(s: &Server) -> Result<(), String> {
+    let host = "wsgi.example.test";
+    let app = App::new(s, "wsgi-app");
+    app.write("Procfile", "wsgi: hello:application\n")
+        .write("ENV", &format!("NGINX_SERVER_NAME={host}\nGREETING=wsgi says hi\n"))
+        .write(
+            "hello.py",
+            "import os\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [(os.environ['GREETING'] + ' via ' + environ['PATH_INFO']).encode()]\n",
+        );
+    app.commit("first")?;
+    app.deploy("main")?;
+    serves(s, host, "/x", "wsgi says hi via /x")?;
+    let conf = std::fs::read_to_string(s.piku_root().join("nginx/wsgi-app.conf")).map_err(|e| e.to_string())?;
+    expect_text(&conf, "uwsgi_pass", "the wsgi app's nginx config")
 }
