@@ -167,7 +167,8 @@ fn rendered_vassals_match_the_expected_files() {
         ),
         ("uwsgi.extra", "[uwsgi]\n# extra settings\nharakiri = 30\n"),
     ]);
-    s.push(&app, "vas", "main").ok();
+    let r = s.push(&app, "vas", "main").ok();
+    assert!(r.stderr.contains("Deployed"), "{}", r.stderr);
     let port = s.read("envs/vas/LIVE_ENV").lines().find_map(|l| l.strip_prefix("PORT=")).unwrap().to_string();
     for kind in ["wsgi", "cron1", "queue", "php", "rwsgi"] {
         let text = s.read(&format!("uwsgi-enabled/vas_{kind}.1.ini"));
