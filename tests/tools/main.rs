@@ -6,6 +6,7 @@
 mod harness;
 
 mod access;
+mod client;
 mod config;
 mod deploy;
 mod front_door;
