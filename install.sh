@@ -11,12 +11,15 @@ set -eu
 usage() {
     cat <<'EOF'
 Usage: sudo ./install.sh [--key FILE]... [--demo]
+       ./install.sh --client
 
 Set up this machine as a piku server (Debian 12 or newer, Ubuntu, Raspbian).
 
   --key FILE   allow this ssh public key to push apps (repeatable)
   --demo       then deploy share/examples/hello with git push over ssh,
                as a user would, and wait until it answers through nginx
+  --client     only install the client script `piku` for your own machine,
+               into $PIKU_CLIENT_DIR (default ~/.local/bin); no root needed
   --help       this text
 EOF
 }
@@ -28,6 +31,7 @@ die() { echo " !     $*" >&2; exit 1; }
 # Options. Key files are resolved before we change directory.
 keys=()
 demo=false
+client=false
 while [ $# -gt 0 ]; do
     case $1 in
         --key|--key=*)
@@ -40,11 +44,23 @@ while [ $# -gt 0 ]; do
             [ -r "$file" ] || die "cannot read the public key file '$file'"
             keys+=("$(readlink -f "$file")") ;;
         --demo) demo=true ;;
+        --client) client=true ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
+
+# The client: one POSIX sh script, for a developer's machine.
+if $client; then
+    dir=${PIKU_CLIENT_DIR:-$HOME/.local/bin}
+    mkdir -p "$dir"
+    install -m 755 "$(dirname "$(readlink -f "$0")")/share/client/piku" "$dir/piku"
+    step "Installed the piku client as $dir/piku"
+    case ":$PATH:" in *":$dir:"*) ;; *) note "add $dir to your PATH" ;; esac
+    note "in an app's repository: git remote add piku piku@<server>:<app>; piku help"
+    exit 0
+fi
 
 [ "$(id -u)" -eq 0 ] || die "install.sh must run as root (it installs packages and creates the piku user): sudo $0 $*"
 command -v apt-get >/dev/null || die "install.sh needs a Debian-based system (Debian, Ubuntu, Raspbian) with apt-get"

@@ -30,6 +30,7 @@ pub const ALL: &[Case] = &[
     Case { name: "workers_under_the_emperor", app: "workers", run: crate::more_cases::workers_under_the_emperor },
     Case { name: "per_key_access", app: "access", run: crate::more_cases::per_key_access },
     Case { name: "wsgi_app", app: "wsgi-app", run: crate::more_cases::wsgi_app },
+    Case { name: "client_script", app: "client-app", run: crate::more_cases::client_script },
 ];
 
 /// A static site: `static: public`, served by nginx from the release tree.

@@ -207,3 +207,35 @@ pub fn wsgi_app(s: &Server) -> Result<(), String> {
     let conf = std::fs::read_to_string(s.piku_root().join("nginx/wsgi-app.conf")).map_err(|e| e.to_string())?;
     expect_text(&conf, "uwsgi_pass", "the wsgi app's nginx config")
 }
+
+/// The client script on the developer's side, over the real ssh.
+pub fn client_script(s: &Server) -> Result<(), String> {
+    let app = App::new(s, "client-app");
+    app.write("Procfile", "static: public\n").write("public/index.html", "client");
+    app.commit("first")?;
+    app.git(&["remote", "add", "piku", &format!("{}:client-app", s.ssh_destination())])?;
+    app.deploy("main")?;
+    let client = concat!(env!("CARGO_MANIFEST_DIR"), "/share/client/piku");
+    let key = s.client_key().display().to_string();
+    let port = s.ssh_port.to_string();
+    let piku = |args: &[&str]| {
+        let mut c = Command::new("sh");
+        c.arg(client)
+            .args(["-i", &key, "-p", &port, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"])
+            .args(args)
+            .current_dir(&app.dir);
+        run(&mut c, None, COMMAND_TIMEOUT)
+    };
+    let value = r#"two words 'single' "double" $HOME;x=y"#;
+    piku(&["config:set", &format!("GREETING={value}")]).ok("piku config:set")?;
+    let got = piku(&["config:get", "GREETING"]).ok("piku config:get")?.stdout;
+    if got != format!("{value}\n") {
+        return Err(format!("the client's config:get gave {got:?}, expected {value:?}"));
+    }
+    expect_text(&piku(&["apps"]).ok("piku apps")?.stdout, "client-app", "piku apps")?;
+    let out = piku(&["run", "sh", "-c", "exit 5"]);
+    if out.code != 5 {
+        return Err(format!("piku run 'exit 5' gave {}", out.code));
+    }
+    Ok(())
+}

@@ -365,3 +365,21 @@ fn help_and_no_command_print_usage_without_ssh() {
     assert!(r.stderr.starts_with("Usage: piku "), "{}", r.stderr);
     assert!(laptop.ssh_calls().is_empty());
 }
+
+#[test]
+fn install_sh_client_installs_the_script_without_root_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("bin");
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/install.sh"))
+        .arg("--client")
+        .env("HOME", dir.path())
+        .env("PIKU_CLIENT_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let installed = std::fs::read(target.join("piku")).unwrap();
+    assert_eq!(installed, std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/share/client/piku")).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(target.join("piku")).unwrap().permissions().mode() & 0o777, 0o755);
+}
