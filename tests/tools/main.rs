@@ -6,6 +6,7 @@
 mod harness;
 
 mod access;
+mod build;
 mod client;
 mod config;
 mod deploy;
