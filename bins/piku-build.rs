@@ -110,7 +110,7 @@ fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Res
     if new_cache {
         start_fresh(&cache)?;
         std::fs::create_dir_all(&cache).at("create directory", &cache)?;
-        output::step(format!("Dependencies changed: fetching them into a new cache, {}", cache.display()));
+        output::step(format!("Dependencies new or changed: a new dependency cache, {}", cache.display()));
         if let Err(e) = runtimes::fetch(ctx, runtime, &cache) {
             let _ = remove_tree(&cache);
             return Err(e);
