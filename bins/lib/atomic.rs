@@ -4,13 +4,34 @@
 
 use crate::error::{IoContext, Result};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
+
+unsafe extern "C" {
+    fn umask(mask: u32) -> u32;
+}
+
+/// Never create anything group- or world-writable, whatever umask the tool
+/// was started with (a shell's `umask 000`, a service manager's default):
+/// adds 022 to the process's umask. Every tool calls it first (output::run_main),
+/// and the children it starts (the hook, git, builds) inherit it.
+pub fn restrict_umask() {
+    // SAFETY: umask(2) cannot fail; it only swaps the process's mask.
+    unsafe {
+        let old = umask(0o022);
+        umask(old | 0o022);
+    }
+}
+
+/// Create `dir` and its missing parents, at most 0755 (before the umask).
+pub fn create_dir_all(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).at("create directory", dir)
+}
 
 /// Write `contents` to `path` atomically with the given mode.
 pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let dir = parent_of(path);
-    std::fs::create_dir_all(dir).at("create directory", dir)?;
+    create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
@@ -27,7 +48,7 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
 /// Replace (or create) a symlink atomically: make it under a temp name, rename over.
 pub fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
     let dir = parent_of(link);
-    std::fs::create_dir_all(dir).at("create directory", dir)?;
+    create_dir_all(dir)?;
     let name = link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
@@ -67,6 +88,25 @@ mod tests {
         assert_eq!(mode, 0o600);
         let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("ENV")]);
+    }
+
+    #[test]
+    fn directories_are_never_world_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        restrict_umask();
+        // SAFETY: reading the mask back by setting it; restored at once.
+        let mask = unsafe {
+            let m = umask(0o022);
+            umask(m);
+            m
+        };
+        assert_eq!(mask & 0o022, 0o022, "umask {mask:o}");
+        let p = dir.path().join("a/b/ENV");
+        write_file(&p, b"A=1\n", 0o600).unwrap();
+        for d in [dir.path().join("a"), dir.path().join("a/b")] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o022, 0, "{} is {mode:o}", d.display());
+        }
     }
 
     #[test]

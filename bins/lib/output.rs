@@ -39,6 +39,7 @@ pub fn data(line: impl AsRef<str>) {
 /// Every tool's `main` is one call to this: run, report an error, exit with its code.
 pub fn run_main(tool: &str, body: impl FnOnce(Vec<String>) -> Result<(), Error>) -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    crate::atomic::restrict_umask();
     match body(args) {
         Ok(()) => {
             let _ = std::io::stdout().flush();

@@ -6,6 +6,9 @@ use crate::error::{Error, Result};
 
 /// Kinds that run once per deploy, never as workers.
 pub const TASK_KINDS: &[&str] = &["preflight", "release"];
+/// The most entries a Procfile may have: each becomes at least one uWSGI
+/// vassal, and a server cannot run thousands of them.
+pub const MAX_ENTRIES: usize = 100;
 /// Kinds that nginx talks to.
 pub const WEB_KINDS: &[&str] = &["web", "wsgi", "jwsgi", "rwsgi", "php"];
 
@@ -56,6 +59,9 @@ impl Procfile {
                 pf.entries.remove(old);
             }
             pf.entries.push(Entry { kind: kind.to_string(), command: command.to_string() });
+            if pf.entries.len() > MAX_ENTRIES {
+                return Err(at(format!("more than {MAX_ENTRIES} kinds of workers; piku runs at most {MAX_ENTRIES}")));
+            }
         }
         if ["wsgi", "jwsgi", "rwsgi"].iter().any(|k| pf.get(k).is_some()) && pf.get("web").is_some() {
             pf.warnings.push("found both a wsgi-style worker and 'web'; 'web' is disabled".into());
@@ -128,6 +134,15 @@ pub fn parse_cron(spec: &str) -> std::result::Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_many_kinds_are_refused() {
+        let ok: String = (0..MAX_ENTRIES).map(|i| format!("w{i}: sleep 1\n")).collect();
+        assert_eq!(Procfile::parse(&ok, "Procfile").unwrap().entries.len(), MAX_ENTRIES);
+        let many: String = (0..10_000).map(|i| format!("w{i}: sleep 1\n")).collect();
+        let err = Procfile::parse(&many, "Procfile").unwrap_err();
+        assert!(err.message.contains(&format!("line {}", MAX_ENTRIES + 1)) && err.message.contains("at most"), "{}", err.message);
+    }
 
     #[test]
     fn parses_kinds_in_order_with_comments() {
