@@ -157,11 +157,11 @@ fn static_paths(root: &Root, app: &AppName, procfile: &Procfile, env: &Env) -> R
 /// Where nginx sends requests: the uWSGI socket for wsgi, else BIND_ADDRESS:PORT.
 fn upstream(root: &Root, app: &AppName, procfile: &Procfile, env: &Env) -> Result<Option<Upstream>> {
     let name = format!("piku_{}", app.as_str().replace(['.', '-'], "_"));
-    if procfile.has("wsgi") || procfile.has("jwsgi") {
+    if procfile.has("wsgi") {
         let sock = root.dir("nginx").join(format!("{app}.sock"));
         return Ok(Some(Upstream { name, servers: vec![format!("unix:{}", sock.display())], uwsgi: true }));
     }
-    if ["web", "rwsgi", "php"].iter().any(|k| procfile.has(k)) {
+    if ["web", "jwsgi", "rwsgi", "php"].iter().any(|k| procfile.has(k)) {
         let bind = syntax::nginx_word("BIND_ADDRESS", env.get("BIND_ADDRESS").map(String::as_str).unwrap_or("127.0.0.1"))?;
         let port = env.get("PORT").ok_or_else(|| Error::new(format!("app '{app}' has a web worker but no PORT")))?;
         let mut servers = vec![format!("{bind}:{}", syntax::nginx_word("PORT", port)?)];

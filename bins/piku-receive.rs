@@ -146,7 +146,11 @@ fn receive(root: &Root, app: &AppName) -> Result<()> {
     }
     std::fs::create_dir_all(&staging).at("create directory", &staging)?;
     let mut submodules = Vec::new();
-    write_tree(&repo, &tree, &staging, "", &mut submodules)?;
+    if let Err(e) = write_tree(&repo, &tree, &staging, "", &mut submodules) {
+        // A full disk or a crash of git's objects: leave no half-written tree behind.
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
     for path in &submodules {
         output::warn(format!("submodule '{path}' is not checked out (submodules are not supported yet)"));
     }

@@ -28,6 +28,8 @@ use std::process::ExitCode;
 const VASSAL_TEMPLATE: &str = include_str!("../share/uwsgi/vassal.ini.j2");
 const EMPEROR_TEMPLATE: &str = include_str!("../share/uwsgi/emperor.ini.j2");
 const LOG_MAXSIZE: &str = "1048576";
+/// uWSGI's Java classes (Debian's uwsgi-plugin-jvm), which a JWSGI app needs.
+const JVM_UWSGI_JAR: &str = "/usr/share/java/uwsgi.jar";
 
 fn main() -> ExitCode {
     output::run_main("piku-uwsgi", |args| {
@@ -158,13 +160,22 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
     if kind.starts_with("cron") {
         let spec = procfile::parse_cron(command).map_err(|e| Error::new(format!("Procfile '{kind}': {e}")))?;
         push("cron", syntax::uwsgi_value(&format!("the '{kind}' command of the Procfile"), &spec)?);
-    } else if kind == "wsgi" || kind == "jwsgi" {
+    } else if kind == "jwsgi" {
+        // The JVM finds uWSGI's own classes and the app's in its classpath;
+        // `jwsgi = Class:method` loads the app (uWSGI ignores `module` here).
+        push("plugin", "jvm".into());
+        push("plugin", "jwsgi".into());
+        push("jvm-classpath", JVM_UWSGI_JAR.into());
+        push("jvm-classpath", syntax::uwsgi_value("the app's directory", &root.app_dir(app).display().to_string())?);
+        push("jwsgi", quoted_cmd);
+        push("threads", number("UWSGI_THREADS", &get("UWSGI_THREADS", "4"))?);
+        // HTTP for nginx, with the request modifier of the JVM handler.
+        push("http-socket", listen_address(env)?);
+        push("http-socket-modifier1", "8".into());
+    } else if kind == "wsgi" {
         push("module", quoted_cmd);
         push("threads", number("UWSGI_THREADS", &get("UWSGI_THREADS", "4"))?);
-        if kind == "jwsgi" {
-            push("plugin", "jvm".into());
-            push("plugin", "jwsgi".into());
-        } else {
+        {
             let py2 = get("PYTHON_VERSION", "3").starts_with('2');
             let suffix = if py2 { "python" } else { "python3" };
             push("plugin", suffix.into());
@@ -184,11 +195,12 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
             push("http-socket", listen_address(env)?);
         }
     } else if kind == "rwsgi" {
-        push("module", quoted_cmd);
-        push("threads", number("UWSGI_THREADS", &get("UWSGI_THREADS", "4"))?);
-        push("plugin", "rack".into());
-        push("plugin", "rbrequire".into());
-        push("plugin", "post-buffering".into());
+        // `rack = config.ru` loads the app (uWSGI ignores `module` here); ruby
+        // has no native threads under uWSGI, and rbrequire/post-buffering are
+        // not plugins: post-buffering is an option.
+        push("plugin", "0:rack".into());
+        push("rack", quoted_cmd);
+        push("post-buffering", "4096".into());
         // piku gives rack apps no listener; ours serves HTTP on BIND_ADDRESS:PORT for nginx.
         push("http-socket", listen_address(env)?);
     } else if kind == "php" {
@@ -341,7 +353,20 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
             }
         }
     }
+    warn_if_no_emperor(root);
     Ok(())
+}
+
+/// The emperor binds uwsgi/uwsgi.sock (emperor.ini): when that socket is
+/// there but nobody answers, published vassals wait until it runs again.
+fn warn_if_no_emperor(root: &Root) {
+    let sock = root.dir("uwsgi").join("uwsgi.sock");
+    if sock.exists() && std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        output::warn(format!(
+            "the uWSGI emperor is not running (nothing answers on {}): the workers start when it does; start it (systemctl start uwsgi-piku)",
+            sock.display()
+        ));
+    }
 }
 
 fn stop(root: &Root, app: &AppName) -> Result<()> {
