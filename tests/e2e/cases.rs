@@ -31,6 +31,15 @@ pub const ALL: &[Case] = &[
     Case { name: "per_key_access", app: "access", run: crate::more_cases::per_key_access },
     Case { name: "wsgi_app", app: "wsgi-app", run: crate::more_cases::wsgi_app },
     Case { name: "client_script", app: "client-app", run: crate::more_cases::client_script },
+    Case { name: "hardening_injection_corpus", app: "inject", run: crate::fault_cases::injection_corpus },
+    Case { name: "fault_killed_deploy_chain", app: "killed", run: crate::fault_cases::killed_deploy_chain },
+    Case { name: "fault_full_disk_deploy", app: "fulldisk", run: crate::fault_cases::full_disk_deploy },
+    Case { name: "fault_daemons_down_during_deploy", app: "daemons", run: crate::fault_cases::daemons_down_during_deploy },
+    Case { name: "hardening_file_modes", app: "modes", run: crate::fault_cases::file_modes },
+    Case { name: "worker_kind_php", app: "kind-php", run: crate::worker_cases::php_app },
+    Case { name: "worker_kind_jwsgi", app: "kind-jwsgi", run: crate::worker_cases::jwsgi_app },
+    Case { name: "worker_kind_rwsgi", app: "kind-rwsgi", run: crate::worker_cases::rwsgi_app },
+    Case { name: "worker_uwsgi_knobs", app: "knobs", run: crate::worker_cases::uwsgi_knobs },
 ];
 
 /// A static site: `static: public`, served by nginx from the release tree.

@@ -220,6 +220,34 @@ impl Server {
         text
     }
 
+    /// Stop nginx (a fault for the hardening cases); `resume_nginx` starts it again.
+    pub fn stop_nginx(&self) {
+        stop_pidfile(&self.work.join("nginx/nginx.pid"), SIGQUIT, Duration::from_secs(10));
+    }
+
+    /// Start nginx again with the suite's config, after `stop_nginx`.
+    pub fn resume_nginx(&self) -> Result<(), String> {
+        let conf = self.work.join("nginx/nginx.conf");
+        let error_log = self.work.join("nginx/error.log");
+        system(Command::new("/usr/sbin/nginx").arg("-e").arg(&error_log).arg("-c").arg(&conf))?;
+        let pid = self.work.join("nginx/nginx.pid");
+        client::wait_for(Duration::from_secs(10), || read_pid(&pid).filter(|p| alive(*p)).map(|_| ()).ok_or_else(|| "nginx is not running".to_string()))
+    }
+
+    /// Stop the uWSGI emperor and with it every vassal; `resume_emperor` starts it again.
+    pub fn stop_emperor(&self) {
+        stop_pidfile(&self.work.join("run/emperor.pid"), SIGINT, Duration::from_secs(15));
+    }
+
+    /// Start the emperor again, as the user, after `stop_emperor`.
+    pub fn resume_emperor(&self) -> Result<(), String> {
+        let ini = self.piku_root().join("uwsgi/uwsgi.ini");
+        let pid = self.work.join("run/emperor.pid");
+        let log = self.work.join("run/emperor.log");
+        self.run_as_user(&["uwsgi", "--ini", &ini.display().to_string(), "--pidfile", &pid.display().to_string(), "--daemonize", &log.display().to_string()])?;
+        client::wait_for(Duration::from_secs(10), || read_pid(&pid).filter(|p| alive(*p)).map(|_| ()).ok_or_else(|| "the emperor is not running".to_string()))
+    }
+
     fn install_tools(&self) -> Result<(), String> {
         let bin = self.work.join("prefix/bin");
         let hooks = self.work.join("prefix/share/piku/hooks");
@@ -508,7 +536,7 @@ fn passwd_ids() -> Option<(u32, u32)> {
     })
 }
 
-fn chown_to_user(path: &Path) -> Result<(), String> {
+pub fn chown_to_user(path: &Path) -> Result<(), String> {
     let (uid, gid) = passwd_ids().ok_or_else(|| format!("no user {USER} in /etc/passwd"))?;
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", path.display()))
 }
