@@ -546,6 +546,13 @@ pub fn full_disk_deploy(s: &Server) -> Result<(), String> {
     }
     let mount = Mount(dir.clone());
     server::chown_to_user(&dir)?;
+    // And envs/<app> on 64 KB: room for ENV, not for ENV and LIVE_ENV both.
+    let envs = s.piku_root().join("envs/fulldisk");
+    std::fs::create_dir_all(&envs).map_err(|e| format!("create {}: {e}", envs.display()))?;
+    run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k,mode=0755", "piku-e2e-full-env"]).arg(&envs), None, COMMAND_TIMEOUT)
+        .ok("mount a tmpfs on envs/fulldisk")?;
+    let env_mount = Mount(envs.clone());
+    server::chown_to_user(&envs)?;
 
     let app = App::new(s, "fulldisk");
     app.write("Procfile", "static: public\n").write("ENV", &format!("NGINX_SERVER_NAME={host}\n")).write("public/index.html", "full one");
@@ -588,7 +595,25 @@ pub fn full_disk_deploy(s: &Server) -> Result<(), String> {
     app.commit("fits again")?;
     app.deploy("main")?;
     serves(s, host, "/", "full three")?;
-    // The disk goes away; destroy removes what is left of the app.
+    // config:set of a value that fits in ENV but not in LIVE_ENV as well:
+    // the change is undone, the app keeps its config and keeps serving.
+    let before = ssh(s, "config fulldisk", None).ok("config fulldisk")?.stdout;
+    let out = ssh(s, &format!("config:set fulldisk INJ_BIG={}", "b".repeat(40_000)), None);
+    out.fails_with("config:set onto a full disk", "No space left on device")?;
+    expect_text(&out.all(), "undone", "config:set onto a full disk")?;
+    let after = ssh(s, "config fulldisk", None).ok("config fulldisk")?.stdout;
+    if before != after {
+        return Err(format!("the refused config:set changed the config:\n{before}\n---\n{after}"));
+    }
+    serves_now(s, host, "/", "full three")?;
+    let left = half_written(s);
+    if !left.is_empty() {
+        return Err(format!("half-written files after config:set onto a full disk: {left:?}"));
+    }
+    println!("    full disk: 1 more fault injected (ENOSPC in envs/ during config:set)");
+
+    // The disks go away; destroy removes what is left of the app.
+    drop(env_mount);
     drop(mount);
     ssh(s, "destroy fulldisk", None).ok("destroy fulldisk")?;
     Ok(())
