@@ -660,6 +660,8 @@ pub fn daemons_down_during_deploy(s: &Server) -> Result<(), String> {
 pub fn file_modes(s: &Server) -> Result<(), String> {
     let host = "modes.example.test";
     let app = probe_app(s, "modes", host, "modes one");
+    // A worker writes a file and a directory: the app's own files follow the same rule.
+    app.write("Procfile", "web: python3 app.py\nworker: sh -c 'mkdir -p $DATA_ROOT/by-worker; date > $DATA_ROOT/by-worker/file; exec sleep 1000'\n");
     app.commit("first")?;
     app.deploy("main")?;
     ssh(s, "config:set modes INJ_SECRET=hunter2", None).ok("config:set")?;
@@ -672,6 +674,8 @@ pub fn file_modes(s: &Server) -> Result<(), String> {
     run(&mut s.as_user(&["sh", "-c", &format!("umask 000; {tools}/piku deploy modes")]), None, crate::client::PUSH_TIMEOUT)
         .ok("piku deploy modes under umask 000")?;
     serves(s, host, "/", "modes one")?;
+    let written = s.piku_root().join("data/modes/by-worker/file");
+    crate::client::wait_for(Duration::from_secs(30), || if written.is_file() { Ok(()) } else { Err(format!("no {}", written.display())) })?;
 
     let mut wrong = Vec::new();
     let mut checked = 0;
@@ -692,9 +696,8 @@ pub fn file_modes(s: &Server) -> Result<(), String> {
             let secret = (rel.starts_with("envs/") && matches!(name, "ENV" | "LIVE_ENV" | ".ENV.before"))
                 || name == "authorized_keys"
                 || (rel.starts_with("releases/") && rel.matches('/').count() == 2 && name.ends_with(".env"))
-                || name.ends_with(".key")
-                || name.ends_with(".crt")
-                || name.ends_with(".pem");
+                // piku-nginx's keys and certificates (not a CA bundle inside an app's environment)
+                || ((rel.starts_with("nginx/") || rel.starts_with("acme/")) && [".key", ".crt", ".pem"].iter().any(|x| name.ends_with(x)));
             if secret && meta.is_file() && mode & 0o077 != 0 {
                 wrong.push(format!("{rel} is {mode:o}, expected 600"));
             }
