@@ -296,7 +296,9 @@ fn verify(root: &Root, app: &AppName) -> Result<()> {
         }
         if let Some(text) = show("ENV") {
             let mut env = Env::new();
-            envfile::parse_into(&mut env, &text, "ENV", false).map_err(reject)?;
+            // Expanded as the deploy will (against the file itself), so a
+            // value that grows past the limit (`A=$A$A`) is refused here too.
+            envfile::parse_into(&mut env, &text, "ENV", true).map_err(reject)?;
         }
     }
     Ok(())

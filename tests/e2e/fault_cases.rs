@@ -301,9 +301,30 @@ pub fn injection_corpus(s: &Server) -> Result<(), String> {
             t.fail(format!("after the push of a Procfile with {what}, the live release does not serve: {e}"));
         }
     }
-    // Put the good Procfile back for the pushes below (not deployed: nothing to check).
     app.write("Procfile", "web: python3 app.py\n");
-    app.commit("good Procfile again")?;
+
+    // The repository's ENV file: what ssh cannot carry (a NUL byte), and
+    // what would grow without bound.
+    let good_env = format!("NGINX_SERVER_NAME={host}\nPAGE=inject one\n");
+    let doubling: String = (0..40).map(|_| "A=$A$A$A$A\n").collect();
+    let env_files: Vec<(&str, String, &str)> = vec![
+        ("a NUL byte", format!("{good_env}INJ=a\0b\n"), "NUL"),
+        ("a line without =", format!("{good_env}just words\n"), "line 3"),
+        ("a key with a blank", format!("{good_env}A B=1\n"), "not a variable name"),
+        ("a 70 KB value", format!("{good_env}INJ={}\n", "v".repeat(70_000)), "longer than"),
+        ("a value doubling itself", format!("{good_env}A=xxxxxxxxxxxxxxxx\n{doubling}"), "longer than"),
+    ];
+    for (what, text, needle) in &env_files {
+        app.write("ENV", text);
+        app.commit(what)?;
+        let out = app.push("main");
+        t.refused(&format!("an ENV file with {what}"), &out, needle);
+        if let Err(e) = serves_now(s, host, "/", "inject one") {
+            t.fail(format!("after the push of an ENV file with {what}, the live release does not serve: {e}"));
+        }
+    }
+    app.write("ENV", &good_env);
+    app.commit("good Procfile and ENV again")?;
 
     // 4. ssh commands that are not piku commands.
     let not_piku = [
