@@ -3,7 +3,7 @@
 //!
 //!   cargo test --test e2e                    every case
 //!   cargo test --test e2e -- python ssh      the cases whose name contains a word
-//!   PIKU_E2E_REQUIRED=1   a machine that cannot run the suite is a failure (CI)
+//!   PIKU_E2E_REQUIRED=1   a machine that cannot run the suite, or a case, is a failure (CI)
 //!   PIKU_E2E_KEEP=1       keep the work dir /var/tmp/piku-e2e-<pid>/ afterwards
 //!   PIKU_E2E_VERBOSE=1    print every command the cases run, and its output
 //!
@@ -103,7 +103,12 @@ fn main() -> ExitCode {
             )),
         };
         match result {
-            // A case that needs what this machine lacks (a uWSGI plugin, a mount) says so.
+            // A case that needs what this machine lacks (a uWSGI plugin, a mount)
+            // says so; where the suite is required (CI), that is a failure.
+            Err(e) if e.starts_with(SKIP) && required => {
+                println!("test {} ... FAILED (PIKU_E2E_REQUIRED=1 but {})", case.name, e[SKIP.len()..].trim());
+                failed += 1;
+            }
             Err(e) if e.starts_with(SKIP) => {
                 println!("test {} ... skipped ({})", case.name, e[SKIP.len()..].trim());
                 skipped += 1;
