@@ -26,7 +26,7 @@ name=${0##*/}
 {
     printf '%s' "$name"; for a in "$@"; do printf ' %s' "$a"; done; printf '\n'
     printf '  cwd=%s\n' "$PWD"
-    for v in VIRTUAL_ENV UV_PROJECT_ENVIRONMENT BUNDLE_PATH BUNDLE_GEMFILE NODE_PATH NPM_CONFIG_PREFIX GOPATH GOCACHE GOFLAGS GO111MODULE CARGO_HOME CARGO_TARGET_DIR GRADLE_USER_HOME GITLIBS POETRY_VIRTUALENVS_CREATE PATH; do
+    for v in VIRTUAL_ENV UV_PROJECT_ENVIRONMENT BUNDLE_PATH BUNDLE_GEMFILE NODE_PATH NPM_CONFIG_PREFIX GOPATH GOCACHE GOFLAGS GO111MODULE CARGO_HOME CARGO_TARGET_DIR GRADLE_USER_HOME GITLIBS POETRY_VIRTUALENVS_CREATE CARGO_UNSTABLE_SPARSE_REGISTRY RUSTC_BOOTSTRAP PATH; do
         eval "value=\${$v-}"
         [ -n "$value" ] && printf '  %s=%s\n' "$v" "$value"
     done
@@ -34,7 +34,7 @@ name=${0##*/}
 case " ${STANDIN_FAIL-} " in *" $name "*) echo "$name: failing, as the test asked" >&2; exit 1;; esac
 for last; do :; done
 case "$name $*" in
-    *--version*) echo "$name 0.0 (stand-in)"; exit 0;;
+    *--version*) echo "$name ${STANDIN_VERSION:-0.0} (stand-in)"; exit 0;;
     "virtualenv "*|"python3 -m venv "*) /bin/mkdir -p "$last/bin" && /bin/cp "$0" "$last/bin/pip";;
     "npm install -g "*) /bin/mkdir -p "$NPM_CONFIG_PREFIX/bin" && /bin/cp "$0" "$NPM_CONFIG_PREFIX/bin/$last";;
     "go build -o "*"/ ./...") /bin/mkdir -p "$3" && /bin/cp "$0" "$3/hello";;
@@ -340,6 +340,34 @@ fn each_runtime_runs_its_exact_commands() {
 }
 
 #[test]
+fn cargo_before_1_68_reads_crates_io_through_the_sparse_protocol() {
+    let (s, tools) = server_with(ALL_TOOLS);
+    // (cargo's version, the app's ENV, whether the build switches the sparse protocol on)
+    for (n, (version, env, switched)) in [
+        ("1.65.0", "", true),
+        ("1.67.1", "", true),
+        ("1.68.0", "", false),
+        ("1.91.0", "", false),
+        ("1.65.0", "CARGO_REGISTRIES_CRATES_IO_PROTOCOL=git\n", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        tools.clear();
+        let app = format!("rs{n}");
+        let id = release(&s, &app, &[("Cargo.toml", "[package]\n"), ("ENV", &format!("STANDIN_VERSION={version}\n{env}"))]);
+        build(&s, &app, &id).ok();
+        let calls = tools.calls();
+        let cargo_calls = calls.split("\ncargo ").skip(1).filter(|c| !c.starts_with("--version")).collect::<Vec<_>>();
+        assert_eq!(cargo_calls.len(), 3, "fetch, build, list: {calls}");
+        for call in cargo_calls {
+            let has = call.contains("  CARGO_UNSTABLE_SPARSE_REGISTRY=true\n") && call.contains("  RUSTC_BOOTSTRAP=1\n");
+            assert_eq!(has, switched, "cargo {version} with {env:?}:\ncargo {call}");
+        }
+    }
+}
+
+#[test]
 fn facts_and_links_connect_the_release_to_its_environment() {
     let (s, _tools) = server_with(ALL_TOOLS);
     let id = release(&s, "web", &[("package.json", "{}")]);
@@ -418,7 +446,6 @@ fn a_missing_tool_is_named_with_its_debian_package_and_nothing_changes() {
         ("rs", &[("Cargo.toml", "")], "needs 'cargo'"),
         ("py311", &[("requirements.txt", ""), ("ENV", "PYTHON_VERSION=3.11\n")], "needs 'python3.11', which is not on the build's PATH"),
         ("py311", &[("requirements.txt", ""), ("ENV", "PYTHON_VERSION=3.11\n")], "(Debian package: python3.11)"),
-        ("node", &[("package.json", "{}"), ("ENV", "NODE_VERSION=20\n")], "needs 'nodeenv' (NODE_VERSION is set)"),
         ("py", &[("pyproject.toml", "")], "has a pyproject.toml, which needs poetry (Debian package: python3-poetry) or uv"),
     ] {
         let id = release(&s, app, files);
@@ -426,6 +453,15 @@ fn a_missing_tool_is_named_with_its_debian_package_and_nothing_changes() {
         assert_eq!(env_dirs(&s, app), Vec::<String>::new());
         assert!(!s.root().join(format!("releases/{app}/{id}.build")).exists());
     }
+    // NODE_VERSION without nodeenv: the server's node, with a warning; without node either, an error.
+    let id = release(&s, "node", &[("package.json", "{}"), ("ENV", "NODE_VERSION=20\n")]);
+    let r = build(&s, "node", &id).ok();
+    assert!(r.stderr.contains("=====> NODE_VERSION is set, but nodeenv is not installed (Debian package: nodeenv): 'node' is built with the server's node (node 0.0 (stand-in))"), "{}", r.stderr);
+    let (bare, _none) = server_with(&["ruby"]);
+    let id = release(&bare, "node", &[("package.json", "{}"), ("ENV", "NODE_VERSION=20\n")]);
+    build(&bare, "node", &id).fails(1, "Node app 'node' needs 'node' (NODE_VERSION is set, but nodeenv is not installed), which is not on the build's PATH");
+    assert_eq!(env_dirs(&bare, "node"), Vec::<String>::new());
+
     // A pyproject.toml for a Node app's linters does not stop it being a Node app.
     let id = release(&s, "linted", &[("pyproject.toml", "[tool.ruff]\n"), ("package.json", "{}")]);
     assert!(build(&s, "linted", &id).ok().stderr.contains("Node app detected"));
