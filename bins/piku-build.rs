@@ -153,7 +153,8 @@ fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Res
     if let Some(out) = &out {
         mark_complete(out)?;
     }
-    mark_complete(&cache)
+    // A reused cache is left as it is: its marker tells when it was made.
+    if new_cache { mark_complete(&cache) } else { Ok(()) }
 }
 
 /// What the build knows about the app: its release, and its environment as
