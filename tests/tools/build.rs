@@ -540,3 +540,41 @@ fn destroy_removes_every_dependency_environment() {
     s.tool("piku-build", &["--destroy", "web"]).ok();
     assert_eq!(env_dirs(&s, "web"), Vec::<String>::new());
 }
+
+#[test]
+fn preflight_runs_before_the_build_and_release_after_it_with_the_apps_environment() {
+    let (s, tools) = server_with(ALL_TOOLS);
+    let app = GitApp::new(&[
+        ("package.json", "{}"),
+        ("ENV", "GREETING=hello\n"),
+        (
+            "Procfile",
+            "web: run-me\npreflight: echo \"preflight in $PWD: $GREETING app=$APP port=$PORT\"; test -f package.json\nrelease: echo \"release: node_path=$NODE_PATH\"\n",
+        ),
+    ]);
+    let r = s.push(&app, "web", "main").ok();
+    assert!(r.stderr.contains("Deployed 'web'"), "{}", r.stderr);
+    let id = s.live_id("web").unwrap();
+    let env = facts(&s, "web", &id)["VIRTUAL_ENV"].clone();
+    // (On a first deploy piku-config has not settled the port yet: any port will do.)
+    let said = format!("       preflight in {}: hello app=web port=", tree(&s, "web", &id).display());
+    let port = r.stderr.split(&said).nth(1).and_then(|rest| rest.lines().next()).map(|p| p.trim().parse::<u16>());
+    assert!(matches!(port, Some(Ok(_))), "the preflight task saw the app's environment:\n{}", r.stderr);
+    let (preflight, install, release) = (
+        r.stderr.find(&said),
+        r.stderr.find("Running npm install"),
+        r.stderr.find(&format!("       release: node_path={env}/node_modules ")),
+    );
+    assert!(preflight.is_some() && install.is_some() && release.is_some(), "{}", r.stderr);
+    assert!(preflight < install && install < release, "preflight, then the build, then release:\n{}", r.stderr);
+
+    // A failing preflight stops the deploy before anything is installed.
+    tools.clear();
+    app.commit(&[("package.json", "{\"v\":2}"), ("Procfile", "web: run-me\npreflight: echo checking; exit 3\n")], "preflight fails");
+    let r = s.push(&app, "web", "main").ok();
+    assert!(r.stderr.contains("       checking ") && r.stderr.contains("the preflight task of 'web' failed (exit code 3)"), "{}", r.stderr);
+    assert!(r.stderr.contains("Deploy of 'web' failed: the build failed"), "{}", r.stderr);
+    assert_eq!(s.live_id("web").unwrap(), id, "the old release still serves");
+    assert!(!tools.calls().contains("npm"), "nothing was installed: {}", tools.calls());
+    assert_eq!(env_dirs(&s, "web").len(), 1);
+}
