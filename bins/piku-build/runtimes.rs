@@ -5,7 +5,7 @@
 //! |----------|----------------------------------|-----------------------------------|----------|
 //! | python   | requirements.txt                 | python3 or python3.X              | virtualenv --python=python3 <env> (else python3 -m venv <env>); <env>/bin/pip install -r requirements.txt |
 //! | poetry   | pyproject.toml + poetry on PATH  | poetry (python3-poetry)           | the virtualenv as above; poetry install --no-interaction --no-root (VIRTUAL_ENV=<env>, POETRY_VIRTUALENVS_CREATE=false) |
-//! | uv       | pyproject.toml + uv on PATH      | uv (pipx install uv)              | uv sync [--frozen when uv.lock] --no-install-project [--python PYTHON_VERSION or .python-version] (UV_PROJECT_ENVIRONMENT=<env>) |
+//! | uv       | pyproject.toml + uv on PATH      | uv (PyPI; install.sh installs it) | uv sync [--frozen when uv.lock] --no-install-project [--python PYTHON_VERSION or .python-version] (UV_PROJECT_ENVIRONMENT=<env>) |
 //! | ruby     | Gemfile                          | ruby, bundle (ruby-bundler)       | bundle install (BUNDLE_PATH=<env>, BUNDLE_GEMFILE); bundle config set --local path <env> |
 //! | node     | package.json                     | node (nodejs), npm                | [when NODE_VERSION and nodeenv: nodeenv --prebuilt --node=NODE_VERSION --clean-src --force <env>]; in <env>: npm ci (with a lock) or npm install --no-audit --no-fund, or yarn / pnpm install |
 //! | maven    | pom.xml                          | java (default-jdk), mvn (maven)   | mvn -B -Dmaven.repo.local=<cache>/repository package |
@@ -182,7 +182,7 @@ pub fn detect(ctx: &Ctx, procfile: &Procfile) -> Result<Runtime> {
         (Static, "only static workers")
     } else if pyproject {
         return Err(Error::new(format!(
-            "app '{}' has a pyproject.toml, which needs poetry (Debian package: python3-poetry) or uv (not packaged by Debian: 'pipx install uv'), and neither is on the build's PATH ({}); install one, or add a requirements.txt",
+            "app '{}' has a pyproject.toml, which needs poetry (Debian package: python3-poetry) or uv (on PyPI, not packaged by Debian: install.sh installs it, or 'pipx install uv'), and neither is on the build's PATH ({}); install one, or add a requirements.txt",
             ctx.rel.app,
             ctx.path()
         )));
@@ -204,7 +204,7 @@ fn tools(ctx: &Ctx, runtime: Runtime) -> Vec<(String, String)> {
     match runtime {
         Pip => vec![python_tool(ctx)],
         Poetry => vec![python_tool(ctx), tool("poetry", "python3-poetry")],
-        Uv => vec![tool("uv", "none; install it with 'pipx install uv'")],
+        Uv => vec![tool("uv", "none, uv is on PyPI: install.sh installs it, or 'pipx install uv'")],
         Ruby => vec![tool("ruby", "ruby"), tool("bundle", "ruby-bundler")],
         Node if uses_nodeenv(ctx) => vec![tool("nodeenv", "nodeenv")],
         Node => vec![tool("node", "nodejs"), tool("npm", "npm")],

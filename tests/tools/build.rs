@@ -216,6 +216,25 @@ fn runtimes_are_detected_in_pikus_order() {
 }
 
 #[test]
+fn nothing_to_detect_is_an_error_and_nothing_changes() {
+    let (s, tools) = server_with(ALL_TOOLS);
+    for (files, needle) in [
+        (&[("Procfile", "release: ./migrate\n"), ("requirements.txt", "six\n")][..], "the Procfile of app 'none' declares no worker (only tasks, or nothing)"),
+        (&[("Procfile", "# nothing yet\n")], "declares no worker"),
+    ] {
+        let id = release(&s, "none", files);
+        let r = build(&s, "none", &id).fails(1, needle);
+        assert!(!r.stderr.contains("detected"), "{}", r.stderr);
+        assert_eq!(tools.calls(), "", "nothing ran");
+        assert_eq!(env_dirs(&s, "none"), Vec::<String>::new());
+        assert!(!s.root().join(format!("releases/none/{id}.build")).exists());
+    }
+    let id = release(&s, "none", &[]);
+    std::fs::remove_file(tree(&s, "none", &id).join("Procfile")).unwrap();
+    build(&s, "none", &id).fails(1, "app 'none' has no Procfile");
+}
+
+#[test]
 fn pyproject_uses_uv_when_poetry_is_not_installed() {
     let (s, _all) = server_with(ALL_TOOLS);
     let uv = Tools::new(&s, "uv-only", &["uv"]);
