@@ -107,6 +107,8 @@ struct Runtime<'a> {
     key: &'a str,
     /// What the build says when it installs (absent on the second push).
     installs: &'a str,
+    /// What else the first push must say.
+    first_says: Option<&'a str>,
     /// A bad third push: its files, and what its output must say.
     bad: Option<(&'a [(&'a str, &'a str)], &'a [&'a str])>,
 }
@@ -127,6 +129,9 @@ fn deploy_runtime(s: &Server, r: &Runtime) -> Result<(), String> {
     app.commit("first")?;
     let out = push_live(&app, r.detected)?;
     expect_text(&out.all(), r.installs, "the first push")?;
+    if let Some(said) = r.first_says {
+        expect_text(&out.all(), said, "the first push")?;
+    }
     serves(s, &host, "/", r.pages.0).map_err(|e| with_push(e, &out))?;
     let (dir, marker) = live_environment(s, r.name, r.key)?;
 
@@ -187,6 +192,7 @@ pub fn python_pip(s: &Server) -> Result<(), String> {
             code: ("app.py", &two),
             pages: ("pip one six=", "pip two six="),
             key: "VIRTUAL_ENV",
+            first_says: None,
             installs: "Running pip install",
             bad: Some((
                 &[("requirements.txt", "six\npiku-no-such-package-anywhere==0.0.1\n")],
@@ -219,6 +225,7 @@ pub fn python_uv(s: &Server) -> Result<(), String> {
             code: ("app.py", &two),
             pages: ("uv one six=", "uv two six="),
             key: "VIRTUAL_ENV",
+            first_says: None,
             installs: "Running uv sync --frozen --no-install-project",
             bad: None,
         },
@@ -251,6 +258,7 @@ pub fn node_npm(s: &Server) -> Result<(), String> {
             code: ("server.js", &two),
             pages: ("node one 1m", "node two 1m"),
             key: "VIRTUAL_ENV",
+            first_says: None,
             installs: "Running npm install",
             bad: Some((&[("package.json", "{not json")], &["package.json of 'build-node' is not valid JSON"])),
         },
@@ -279,12 +287,21 @@ pub fn go_stdlib(s: &Server) -> Result<(), String> {
             name: "build-go",
             tools: &["go"],
             detected: "Go app detected (go.mod)",
-            files: &[("go.mod", "module example.com/hello\n\ngo 1.19\n"), ("main.go", GO_APP), ("Procfile", "web: hello\n")],
+            files: &[
+                ("go.mod", "module example.com/hello\n\ngo 1.19\n"),
+                ("main.go", GO_APP),
+                ("Procfile", "web: hello\npreflight: echo \"preflight of $APP: $(ls go.mod)\"\n"),
+            ],
             code: ("main.go", &two),
             pages: ("go one", "go two"),
             key: "BUILD_CACHE",
+            first_says: Some("preflight of build-go: go.mod"),
             installs: "Dependencies new or changed",
-            bad: None,
+            // A failing preflight task stops the deploy before the build.
+            bad: Some((
+                &[("Procfile", "web: hello\npreflight: echo not ready; exit 4\n"), ("go.mod", "module example.com/hello\n\ngo 1.19\n// changed\n")],
+                &["not ready", "the preflight task of 'build-go' failed (exit code 4)"],
+            )),
         },
     )
 }
@@ -325,6 +342,7 @@ pub fn rust_crate(s: &Server) -> Result<(), String> {
             code: ("src/main.rs", &two),
             pages: ("rust one 42", "rust two 42"),
             key: "BUILD_CACHE",
+            first_says: None,
             installs: "Dependencies new or changed",
             bad: Some((
                 &[("src/main.rs", "fn main() { this is not rust }\n")],
@@ -358,6 +376,7 @@ pub fn ruby_bundler(s: &Server) -> Result<(), String> {
             code: ("app.rb", &two),
             pages: ("ruby one bundler=yes", "ruby two bundler=yes"),
             key: "VIRTUAL_ENV",
+            first_says: None,
             installs: "Running bundle install",
             bad: None,
         },
@@ -409,7 +428,8 @@ fn jvm_app(s: &Server, name: &str, tools: &[&str], detected: &str, files: &[(&st
     if !said.contains(&format!("Deployed '{name}'")) {
         if let Some(line) = said.lines().find(|l| OFFLINE_MARKERS.iter().any(|m| l.contains(m))) {
             expect_text(&said, detected, "the push")?;
-            return Err(format!("{SKIPPED}{} cannot build offline here: {}", tools[tools.len() - 1], line.trim()));
+            let line: String = line.trim().trim_start_matches("remote:").trim().chars().take(240).collect();
+            return Err(format!("{SKIPPED}{} cannot build offline here: {line}", tools[tools.len() - 1]));
         }
         return Err(with_push(format!("the deploy of '{name}' failed"), &out));
     }
