@@ -250,7 +250,7 @@ pub fn check_tools(ctx: &Ctx, runtime: Runtime) -> Result<()> {
 /// environments instead of broken ones.
 pub fn installed_version(ctx: &Ctx, runtime: Runtime) -> String {
     let program = match runtime {
-        Pip | Poetry => python_tool(ctx).0,
+        Pip | Poetry | Uv => python_tool(ctx).0,
         Ruby => "ruby".into(),
         Node if !uses_nodeenv(ctx) => "node".into(),
         Rust => "rustc".into(),
