@@ -597,3 +597,45 @@ fn preflight_runs_before_the_build_and_release_after_it_with_the_apps_environmen
     assert!(!tools.calls().contains("npm"), "nothing was installed: {}", tools.calls());
     assert_eq!(env_dirs(&s, "web").len(), 1);
 }
+
+#[test]
+fn build_output_reaches_the_pusher_line_by_line_as_it_happens() {
+    use std::io::BufRead;
+    let (s, tools) = server_with(ALL_TOOLS);
+    // An npm that prints a line, then waits until the test has read it.
+    let slow = s.dir.path().join("slow");
+    std::fs::create_dir_all(&slow).unwrap();
+    std::fs::write(
+        slow.join("npm"),
+        "#!/bin/sh\necho 'first line'\ni=0\nwhile [ ! -e \"$GO_ON\" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
+         if [ -e \"$GO_ON\" ]; then echo 'second line'; else echo 'second line, but nobody saw the first one in time'; fi\n",
+    )
+    .unwrap();
+    chmod_x(&slow.join("npm"));
+    let go_on = s.dir.path().join("go-on");
+    let env = format!("PATH={}:{}\nGO_ON={}\n", slow.display(), tools.dir.display(), go_on.display());
+    let id = release(&s, "web", &[("package.json", "{}"), ("ENV", &env)]);
+
+    let mut child = std::process::Command::new(s.dir.path().join("prefix/bin/piku-build"))
+        .args(["web", &id])
+        .env_clear()
+        .env("HOME", s.home())
+        .env("USER", "piku")
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "       first line" {
+            std::fs::write(&go_on, "").unwrap();
+        }
+        said.push(line);
+    }
+    assert!(child.wait().unwrap().success(), "{said:#?}");
+    let at = |needle: &str| said.iter().position(|l| l == needle).unwrap_or_else(|| panic!("no {needle:?} in {said:#?}"));
+    assert!(at("-----> Running npm install --no-audit --no-fund") < at("       first line"));
+    assert!(at("       first line") < at("       second line"));
+}
