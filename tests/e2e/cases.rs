@@ -31,6 +31,17 @@ pub const ALL: &[Case] = &[
     Case { name: "per_key_access", app: "access", run: crate::more_cases::per_key_access },
     Case { name: "wsgi_app", app: "wsgi-app", run: crate::more_cases::wsgi_app },
     Case { name: "client_script", app: "client-app", run: crate::more_cases::client_script },
+    Case { name: "build_python_pip", app: "build-pip", run: crate::build_cases::python_pip },
+    Case { name: "build_python_uv", app: "build-uv", run: crate::build_cases::python_uv },
+    Case { name: "build_node_npm", app: "build-node", run: crate::build_cases::node_npm },
+    Case { name: "build_go_stdlib", app: "build-go", run: crate::build_cases::go_stdlib },
+    Case { name: "build_rust_crate", app: "build-rust", run: crate::build_cases::rust_crate },
+    Case { name: "build_ruby_bundler", app: "build-ruby", run: crate::build_cases::ruby_bundler },
+    Case { name: "build_php_worker", app: "build-php", run: crate::build_cases::php_worker },
+    Case { name: "build_maven", app: "build-maven", run: crate::build_cases::maven },
+    Case { name: "build_gradle", app: "build-gradle", run: crate::build_cases::gradle },
+    Case { name: "build_clojure_cli", app: "build-clojure", run: crate::build_cases::clojure_cli },
+    Case { name: "build_leiningen", app: "build-lein", run: crate::build_cases::leiningen },
 ];
 
 /// A static site: `static: public`, served by nginx from the release tree.
