@@ -607,7 +607,7 @@ fn build_output_reaches_the_pusher_line_by_line_as_it_happens() {
     std::fs::create_dir_all(&slow).unwrap();
     std::fs::write(
         slow.join("npm"),
-        "#!/bin/sh\necho 'first line'\ni=0\nwhile [ ! -e \"$GO_ON\" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
+        "#!/bin/sh\necho 'first line'\ni=0\nwhile [ ! -e \"$GO_ON\" ] && [ $i -lt 100 ]; do /bin/sleep 0.1; i=$((i+1)); done\n\
          if [ -e \"$GO_ON\" ]; then echo 'second line'; else echo 'second line, but nobody saw the first one in time'; fi\n",
     )
     .unwrap();
