@@ -8,7 +8,8 @@
 //!       in releases/<app>/<id>/ with gix, print <id>; print nothing when there
 //!       is nothing to deploy (another branch, a deleted ref, already live).
 //!   piku-receive --activate <app> <id>
-//!       make <id> live: switch the apps/<app> symlink; prune old releases.
+//!       make <id> live: switch the apps/<app> symlink, note LAST_LIVE in
+//!       <id>.release; prune old releases.
 //!   piku-receive --verify <app>   (in the pre-receive hook)
 //!       refuse the push when the deploy branch's new Procfile or ENV does not parse.
 //!   piku-receive --destroy <app>
@@ -230,6 +231,12 @@ fn activate(root: &Root, app: &AppName, id: &str) -> Result<()> {
         output::step(format!("Kept piku.py's tree of '{app}' as {}", kept.display()));
     }
     atomic::replace_symlink(&Path::new("../releases").join(app.as_str()).join(&rel.id), &link)?;
+    // `releases` tells a release that has been live from one that failed.
+    let facts_file = rel.fact_file("release");
+    if let Some(mut facts) = envfile::read_literal(&facts_file)? {
+        facts.insert("LAST_LIVE".into(), now_secs().to_string());
+        atomic::write_file(&facts_file, envfile::render(&facts)?.as_bytes(), 0o644)?;
+    }
     output::step(format!("Release {} of '{app}' is live", rel.id));
     prune(root, app, &rel.id)
 }

@@ -1,29 +1,43 @@
 //! piku-uwsgi: the app's workers, as uWSGI vassals under the emperor.
 //!
-//!   piku-uwsgi <app>            render one vassal per worker from the live
-//!                               release (Procfile + SCALING + LIVE_ENV) and
-//!                               publish them into uwsgi-enabled/
 //!   piku-uwsgi --check <app> <release-id>   render a staged release, publish nothing
+//!   piku-uwsgi --stage <app> <release-id>   start the release's web-facing
+//!                               workers on their colour, beside the live ones,
+//!                               and wait until they answer (the health check);
+//!                               a release that does not is stopped again
+//!   piku-uwsgi <app>            make the workers match the live release
+//!                               (Procfile + SCALING + LIVE_ENV): switch the wsgi
+//!                               socket to the live colour, replace the background
+//!                               workers, and stop the other colour after a drain
 //!   piku-uwsgi --stop|--start|--restart|--destroy <app>
 //!   piku-uwsgi --ps <app> [--json]        worker counts and which workers run
 //!   piku-uwsgi --scale <app> kind=N...    validate and store SCALING (not applied)
 //!   piku-uwsgi --logs <app> [kind] [-n N] [--no-follow]
 //!   piku-uwsgi --setup          write the emperor's uwsgi/uwsgi.ini
 //!
-//! A vassal is written to uwsgi-available/<app>_<kind>.<n>.ini and published
-//! by an atomic rename into uwsgi-enabled/, which the emperor watches.
+//! A vassal is written to uwsgi-available/ and published by an atomic rename
+//! into uwsgi-enabled/, which the emperor watches (names: lib vassals.rs).
+//!
+//! Settings (the app's ENV, else $PIKU_ROOT/settings): PIKU_HEALTHCHECK_TIMEOUT
+//! (seconds, default 30), PIKU_HEALTHCHECK_PATH (a path that must answer 2xx or
+//! 3xx; default: any answer below 500 for /), PIKU_HEALTHCHECK=off,
+//! PIKU_DRAIN_SECONDS (how long the old colour keeps running after the
+//! switch, for requests in flight; default 3).
 
 use piku::envfile::{self, Env};
 use piku::error::{Error, IoContext, Result};
 use piku::procfile;
 use piku::release::{self, Release};
 use piku::scaling::{self, read_scaling};
-use piku::vassals::{app_vassals, vassal_name, worker_label};
+use piku::health::{self, Check, Target};
+use piku::settings::Settings;
+use piku::vassals::{self, app_vassals, is_web_facing, parse_vassal, vassal_name, worker_id, worker_label};
 use piku::{AppName, Root, atomic, output, syntax, templates};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 const VASSAL_TEMPLATE: &str = include_str!("../share/uwsgi/vassal.ini.j2");
 const EMPEROR_TEMPLATE: &str = include_str!("../share/uwsgi/emperor.ini.j2");
@@ -38,12 +52,14 @@ fn main() -> ExitCode {
                 let rel = Release::open(&root, &AppName::parse(app)?, id)?;
                 let env = envfile::read_literal(&rel.fact_file("env"))?
                     .ok_or_else(|| Error::new(format!("release {} of '{}' has no resolved environment; run piku-config first", rel.id, rel.app)))?;
-                let vassals = render_all(&root, &rel, &env, &read_scaling(&root, &rel.app)?)?;
+                let colour = scaling::colour_of_port(&root, &rel.app, env.get("PORT").map(String::as_str))?;
+                let vassals = render_all(&root, &rel, &env, &wanted_scaling(&root, &rel)?, colour, Which::All)?;
                 if !vassals.is_empty() {
                     output::step(format!("Worker configuration of '{}' is valid ({} vassals)", rel.app, vassals.len()));
                 }
                 Ok(())
             }
+            ["--stage", app, id] => stage(&root, &Release::open(&root, &AppName::parse(app)?, id)?),
             ["--stop", app] => stop(&root, &release::existing_app(&root, app)?),
             ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
             ["--ps", app] => ps(&root, &release::existing_app(&root, app)?, false),
@@ -54,7 +70,7 @@ fn main() -> ExitCode {
             ["--restart", app] => publish(&root, &release::existing_app(&root, app)?, true),
             [app] if !app.starts_with('-') => publish(&root, &release::existing_app(&root, app)?, false),
             _ => Err(Error::usage(
-                "usage: piku-uwsgi <app> | --check <app> <release-id> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
+                "usage: piku-uwsgi <app> | --check|--stage <app> <release-id> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
             )),
         }
     })
@@ -98,7 +114,7 @@ struct VassalCtx {
     placeholders: &'static [(&'static str, &'static str)],
     app: String,
     kind: String,
-    instance: u32,
+    worker: String,
     chdir: String,
     uid: String,
     gid: String,
@@ -116,12 +132,35 @@ struct VassalCtx {
     env: Vec<(String, String)>,
 }
 
-/// Every vassal the release wants: file name -> contents.
-fn render_all(root: &Root, rel: &Release, env: &Env, scaling: &BTreeMap<String, u32>) -> Result<BTreeMap<String, String>> {
+/// Which of a release's workers to render.
+#[derive(Clone, Copy, PartialEq)]
+enum Which {
+    All,
+    WebFacing,
+}
+
+/// Every vassal the release wants: file name -> contents. Web-facing
+/// workers are named and bound for `colour` (None: they restart in place).
+fn render_all(
+    root: &Root,
+    rel: &Release,
+    env: &Env,
+    scaling: &BTreeMap<String, u32>,
+    colour: Option<&str>,
+    which: Which,
+) -> Result<BTreeMap<String, String>> {
     let procfile = rel.procfile()?;
-    let ports = scaling::read_web_ports(root, &rel.app)?;
+    let ports = match colour {
+        Some(c) => scaling::read_colour_ports(root, &rel.app, c)?,
+        None => scaling::read_web_ports(root, &rel.app)?,
+    };
     let mut out = BTreeMap::new();
     for worker in procfile.workers().filter(|w| w.kind != "static") {
+        let web_facing = is_web_facing(&worker.kind);
+        if which == Which::WebFacing && !web_facing {
+            continue;
+        }
+        let colour = if web_facing { colour } else { None };
         let count = scaling.get(&worker.kind).copied().unwrap_or(1);
         for n in 1..=count {
             // Each web instance listens on its own port (PORTS); nginx balances them.
@@ -132,7 +171,7 @@ fn render_all(root: &Root, rel: &Release, env: &Env, scaling: &BTreeMap<String, 
                 })?;
                 env.insert("PORT".into(), port.to_string());
             }
-            let name = vassal_name(&rel.app, &worker.kind, n);
+            let name = vassal_name(&rel.app, &worker.kind, n, colour);
             // A reloaded vassal keeps its old process environment (uWSGI
             // re-execs itself): unset what the running one had and this one drops.
             let running = std::fs::read_to_string(root.dir("uwsgi-enabled").join(&name)).unwrap_or_default();
@@ -141,14 +180,15 @@ fn render_all(root: &Root, rel: &Release, env: &Env, scaling: &BTreeMap<String, 
                 .filter_map(|l| l.strip_prefix("env = ")?.split_once('=').map(|(k, _)| k.to_string()))
                 .filter(|k| !env.contains_key(k) && k != "PROC_TYPE")
                 .collect();
-            let text = render_vassal(root, rel, &worker.kind, &worker.command, n, &env, removed)?;
+            let text = render_vassal(root, rel, &worker.kind, &worker.command, n, colour, &env, removed)?;
             out.insert(name, text);
         }
     }
     Ok(out)
 }
 
-fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, env: &Env, unset_env: Vec<String>) -> Result<String> {
+#[allow(clippy::too_many_arguments)]
+fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, colour: Option<&str>, env: &Env, unset_env: Vec<String>) -> Result<String> {
     let app = &rel.app;
     let get = |k: &str, d: &str| env.get(k).cloned().unwrap_or_else(|| d.to_string());
     let (uid, gid) = ids();
@@ -178,7 +218,7 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
         }
         // Behind nginx: a unix socket nginx/<app>.sock; else plain HTTP on BIND_ADDRESS:PORT.
         if env.contains_key("NGINX_SERVER_NAME") {
-            push("socket", root.dir("nginx").join(format!("{app}.sock")).display().to_string());
+            push("socket", socket_path(root, app, colour).display().to_string());
             push("chmod-socket", "664".into());
         } else {
             push("http-socket", listen_address(env)?);
@@ -192,7 +232,7 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
         // piku gives rack apps no listener; ours serves HTTP on BIND_ADDRESS:PORT for nginx.
         push("http-socket", listen_address(env)?);
     } else if kind == "php" {
-        let docroot = rel_dir_in_app(root, app, command);
+        let docroot = rel_dir(rel, command);
         let docroot = syntax::uwsgi_value("the 'php' docroot of the Procfile", &docroot)?;
         push("plugin", "0:php".into());
         push("http-socket", listen_address(env)?);
@@ -231,8 +271,8 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
         placeholders: syntax::UWSGI_PLACEHOLDERS,
         app: app.to_string(),
         kind: kind.to_string(),
-        instance: n,
-        chdir: root.app_dir(app).display().to_string(),
+        worker: worker_id(kind, n, colour),
+        chdir: rel.dir.display().to_string(),
         uid,
         gid,
         max_requests: number("UWSGI_MAX_REQUESTS", &get("UWSGI_MAX_REQUESTS", "1024"))?,
@@ -241,7 +281,7 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
         enable_threads: get("UWSGI_ENABLE_THREADS", "true").to_lowercase(),
         log_x_forwarded_for: get("UWSGI_LOG_X_FORWARDED_FOR", "false").to_lowercase(),
         log_maxsize: number("UWSGI_LOG_MAXSIZE", &get("UWSGI_LOG_MAXSIZE", LOG_MAXSIZE))?,
-        log_file: root.log_dir(app).join(format!("{kind}.{n}.log")).display().to_string(),
+        log_file: log_file(root, app, &worker_id(kind, n, colour)).display().to_string(),
         virtualenv: virtualenv.map(|v| syntax::uwsgi_value("VIRTUAL_ENV", v)).transpose()?,
         kind_settings: ks,
         include_settings: include_settings(rel, env)?,
@@ -263,11 +303,23 @@ fn listen_address(env: &Env) -> Result<String> {
     syntax::uwsgi_value("BIND_ADDRESS", &format!("{bind}:{port}"))
 }
 
-/// A directory named in the Procfile, inside the live tree (`apps/<app>/<dir>`).
-fn rel_dir_in_app(root: &Root, app: &AppName, dir: &str) -> String {
+/// A directory named in the Procfile, inside the release's tree.
+fn rel_dir(rel: &Release, dir: &str) -> String {
     let dir = dir.trim().trim_matches('/');
-    let base = root.app_dir(app);
-    if dir.is_empty() || dir == "." { base.display().to_string() } else { base.join(dir).display().to_string() }
+    if dir.is_empty() || dir == "." { rel.dir.display().to_string() } else { rel.dir.join(dir).display().to_string() }
+}
+
+/// The uWSGI socket of a wsgi worker behind nginx: `nginx/<app>.<colour>.sock`,
+/// and `nginx/<app>.sock` (what nginx connects to) a symlink to the live one.
+fn socket_path(root: &Root, app: &AppName, colour: Option<&str>) -> PathBuf {
+    match colour {
+        Some(c) => root.dir("nginx").join(format!("{app}.{c}.sock")),
+        None => root.dir("nginx").join(format!("{app}.sock")),
+    }
+}
+
+fn log_file(root: &Root, app: &AppName, worker: &str) -> PathBuf {
+    root.log_dir(app).join(format!("{worker}.log"))
 }
 
 /// A numeric setting, checked (piku silently ignores bad ones).
@@ -297,39 +349,216 @@ fn include_settings(rel: &Release, env: &Env) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// Render the live release's vassals and publish them; remove the app's
-/// vassals that are no longer wanted. `force` republishes even when
-/// PIKU_AUTO_RESTART is off (that is what `restart` means).
+/// SCALING for a release: the kinds of its Procfile, keeping counts the user chose.
+fn wanted_scaling(root: &Root, rel: &Release) -> Result<BTreeMap<String, u32>> {
+    let old = read_scaling(root, &rel.app)?;
+    Ok(rel.procfile()?.workers().map(|w| (w.kind.clone(), old.get(&w.kind).copied().unwrap_or(1))).collect())
+}
+
+/// A setting of the app (its environment) or else of the server.
+fn setting(root: &Root, env: &Env, key: &str) -> Result<Option<String>> {
+    Ok(env.get(key).filter(|v| !v.is_empty()).cloned().or(Settings::load(root)?.get(key)))
+}
+
+fn seconds(root: &Root, env: &Env, key: &str, default: u64) -> Result<Duration> {
+    match setting(root, env, key)? {
+        Some(v) => number(key, &v).map(|n| Duration::from_secs(n.parse().unwrap_or(default))),
+        None => Ok(Duration::from_secs(default)),
+    }
+}
+
+/// Where each web-facing instance of a release answers, by vassal name.
+fn targets(root: &Root, app: &AppName, env: &Env, wanted: &BTreeMap<String, String>, colour: Option<&str>) -> Result<Vec<(String, Target)>> {
+    let bind = env.get("BIND_ADDRESS").map(String::as_str).unwrap_or("127.0.0.1");
+    let behind_nginx = env.get("NGINX_SERVER_NAME").is_some_and(|n| !n.trim().is_empty());
+    let ports = match colour {
+        Some(c) => scaling::read_colour_ports(root, app, c)?,
+        None => scaling::read_web_ports(root, app)?,
+    };
+    let mut out = Vec::new();
+    for name in wanted.keys() {
+        let Some((kind, n, _)) = parse_vassal(app, name) else { continue };
+        let target = if (kind == "wsgi" || kind == "jwsgi") && behind_nginx {
+            Target::UwsgiSocket(socket_path(root, app, colour))
+        } else {
+            let port = if n > 1 { ports.get(&n).copied() } else { env.get("PORT").and_then(|p| p.parse().ok()) };
+            let port = port.ok_or_else(|| Error::new(format!("{app}:{} has no port", worker_label(app, name))))?;
+            health::tcp_target(bind, port)
+        };
+        out.push((name.clone(), target));
+    }
+    Ok(out)
+}
+
+/// The last lines a worker logged since `offset`.
+fn log_lines_since(path: &Path, offset: u64, lines: usize) -> Vec<String> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = (offset as usize).min(text.len());
+    let text = String::from_utf8_lossy(&text[start..]).into_owned();
+    let all: Vec<String> = text.lines().map(str::to_string).collect();
+    all[all.len().saturating_sub(lines)..].to_vec()
+}
+
+/// `--stage`: start the release's web-facing workers on the colour that is
+/// not live, beside the live ones, and wait until each answers HTTP. The
+/// live workers and nginx are not touched; on failure the new workers are
+/// stopped again and their last log lines shown.
+fn stage(root: &Root, rel: &Release) -> Result<()> {
+    let app = &rel.app;
+    let env = envfile::read_literal(&rel.fact_file("env"))?
+        .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; run piku-config first", rel.id)))?;
+    let colour = scaling::colour_of_port(root, app, env.get("PORT").map(String::as_str))?;
+    let live_env = envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
+    let live_colour = scaling::colour_of_port(root, app, live_env.get("PORT").map(String::as_str))?;
+    let wanted = render_all(root, rel, &env, &wanted_scaling(root, rel)?, colour, Which::WebFacing)?;
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let Some(colour) = colour.filter(|c| live_colour != Some(c)) else {
+        output::step(format!("The web workers of '{app}' restart in place after the switch (no second colour: see PORT, NGINX_SERVER_NAME, PIKU_AUTO_RESTART)"));
+        return Ok(());
+    };
+    let enabled = root.dir("uwsgi-enabled");
+    let available = root.dir("uwsgi-available");
+    let targets = targets(root, app, &env, &wanted, Some(colour))?;
+    let timeout = seconds(root, &env, "PIKU_HEALTHCHECK_TIMEOUT", 30)?;
+    let check_off = setting(root, &env, "PIKU_HEALTHCHECK")?.is_some_and(|v| matches!(v.to_lowercase().as_str(), "off" | "false" | "0" | "no"));
+
+    // A worker of this colour from an earlier release must be gone first, or
+    // the check would talk to it.
+    let deadline = Instant::now() + timeout;
+    for (name, target) in &targets {
+        let title = format!("{app}:{}", worker_label(app, name));
+        while vassals::running_workers().contains(&title) || (matches!(target, Target::Tcp(..)) && !health::is_free(target)) {
+            if Instant::now() >= deadline {
+                return Err(Error::new(format!(
+                    "{target} is still in use (by an earlier {colour} worker of '{app}' or another program); the live release keeps serving. Try again in a moment"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    let log_dir = root.log_dir(app);
+    std::fs::create_dir_all(&log_dir).at("create directory", &log_dir)?;
+    let mut offsets = BTreeMap::new();
+    for (name, text) in &wanted {
+        let log = log_file(root, app, &worker_label(app, name));
+        offsets.insert(name.clone(), std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0));
+        atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
+        atomic::write_file(&enabled.join(name), text.as_bytes(), 0o644)?;
+        output::step(format!("Spawning {app}:{} (release {}) beside the live workers", worker_label(app, name), rel.id));
+    }
+    if check_off {
+        output::warn(format!("PIKU_HEALTHCHECK is off: '{app}' switches to its new workers without checking them"));
+        return Ok(());
+    }
+    let check = Check {
+        path: setting(root, &env, "PIKU_HEALTHCHECK_PATH")?,
+        host: env
+            .get("NGINX_SERVER_NAME")
+            .and_then(|n| n.split([',', ' ']).find(|h| !h.is_empty() && !h.contains(['*', '~'])))
+            .unwrap_or("localhost")
+            .to_string(),
+    };
+    let started = Instant::now();
+    let deadline = started + timeout;
+    for (name, target) in &targets {
+        match health::wait_healthy(target, &check, deadline) {
+            Ok(status) => output::step(format!(
+                "{app}:{} answers {} with HTTP {status} ({:.1} s)",
+                worker_label(app, name),
+                check.request_path(),
+                started.elapsed().as_secs_f64()
+            )),
+            Err(why) => {
+                for staged in wanted.keys() {
+                    atomic::remove_file(&enabled.join(staged))?;
+                    atomic::remove_file(&available.join(staged))?;
+                }
+                output::error(format!("{app}:{} failed its health check within {} s: {why}", worker_label(app, name), timeout.as_secs()));
+                let log = log_file(root, app, &worker_label(app, name));
+                let lines = log_lines_since(&log, offsets.get(name).copied().unwrap_or(0), 20);
+                if lines.is_empty() {
+                    output::error(format!("it logged nothing ({})", log.display()));
+                } else {
+                    output::error(format!("its last log lines ({}):", log.display()));
+                    for line in lines {
+                        output::detail(line);
+                    }
+                }
+                return Err(Error::new(format!(
+                    "release {} of '{app}' did not become healthy: rolled back, its workers are stopped and the live release keeps serving",
+                    rel.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Make the workers match the live release: vassals of the live colour (or
+/// in place), the wsgi socket link, background workers replaced, and the
+/// other colour stopped after PIKU_DRAIN_SECONDS. `force` republishes even
+/// when PIKU_AUTO_RESTART is off (that is what `restart` means).
 fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     let rel = Release::live_or_err(root, app)?;
     let env = envfile::read_literal(&root.live_env_file(app))?
         .ok_or_else(|| Error::new(format!("app '{app}' has no LIVE_ENV; run piku-config {app} first")))?;
     let procfile = rel.procfile()?;
-    // SCALING: the kinds of the Procfile, keeping counts the user chose.
-    let old_scaling = read_scaling(root, app)?;
-    let mut scaling = BTreeMap::new();
-    for w in procfile.workers() {
-        scaling.insert(w.kind.clone(), old_scaling.get(&w.kind).copied().unwrap_or(1));
-    }
+    let scaling = wanted_scaling(root, &rel)?;
     let text = scaling::render_counts(procfile.workers().map(|w| (w.kind.as_str(), scaling[&w.kind])));
-    atomic::write_file(&root.scaling_file(app), text.as_bytes(), 0o644)?;
-
-    let wanted = render_all(root, &rel, &env, &scaling)?;
+    if std::fs::read_to_string(root.scaling_file(app)).ok().as_deref() != Some(text.as_str()) {
+        atomic::write_file(&root.scaling_file(app), text.as_bytes(), 0o644)?;
+    }
+    let colour = scaling::colour_of_port(root, app, env.get("PORT").map(String::as_str))?;
+    let wanted = render_all(root, &rel, &env, &scaling, colour, Which::All)?;
     let log_dir = root.log_dir(app);
     std::fs::create_dir_all(&log_dir).at("create directory", &log_dir)?;
     let available = root.dir("uwsgi-available");
     let enabled = root.dir("uwsgi-enabled");
+
+    // wsgi behind nginx: nginx connects to nginx/<app>.sock, a link to the live colour's socket.
+    if let Some(c) = colour {
+        if (procfile.has("wsgi") || procfile.has("jwsgi")) && env.get("NGINX_SERVER_NAME").is_some_and(|n| !n.trim().is_empty()) {
+            let link = socket_path(root, app, None);
+            let target = PathBuf::from(format!("{app}.{c}.sock"));
+            if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+                atomic::replace_symlink(&target, &link)?;
+                output::step(format!("nginx now reaches '{app}' through its {c} workers"));
+            }
+        }
+    }
+
     let restart = force || envfile::flag(&env, "PIKU_AUTO_RESTART", true);
     for (name, text) in &wanted {
-        atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
+        if std::fs::read_to_string(available.join(name)).ok().as_deref() != Some(text.as_str()) {
+            atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
+        }
         let live = enabled.join(name);
-        if restart || !live.exists() {
+        let current = std::fs::read_to_string(&live).ok();
+        if current.is_none() || (restart && current.as_deref() != Some(text.as_str())) {
             atomic::write_file(&live, text.as_bytes(), 0o644)?;
-            output::step(format!("Spawning {app}:{}", worker_label(app, name)));
+            let verb = if current.is_some() { "Restarting" } else { "Spawning" };
+            output::step(format!("{verb} {app}:{}", worker_label(app, name)));
+        } else if force {
+            // `restart` of an unchanged worker: touching it makes the emperor reload it.
+            atomic::write_file(&live, text.as_bytes(), 0o644)?;
+            output::step(format!("Restarting {app}:{}", worker_label(app, name)));
         }
     }
     if !restart {
         output::step(format!("PIKU_AUTO_RESTART is off: running workers of '{app}' keep their configuration until 'restart'"));
+    }
+    // The other colour served until nginx switched: let its requests finish.
+    let old: Vec<String> = app_vassals(root, app, &enabled)?.into_iter().filter(|n| !wanted.contains_key(n)).collect();
+    let old_web = old.iter().any(|n| parse_vassal(app, n).is_some_and(|(k, _, _)| is_web_facing(&k)));
+    if old_web && colour.is_some() {
+        let drain = seconds(root, &env, "PIKU_DRAIN_SECONDS", 3)?;
+        if !drain.is_zero() {
+            output::step(format!("Draining the previous workers of '{app}' for {} s", drain.as_secs()));
+            std::thread::sleep(drain);
+        }
     }
     for dir in [&enabled, &available] {
         for name in app_vassals(root, app, dir)? {
@@ -369,6 +598,9 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
             atomic::remove_file(&dir.join(&name))?;
         }
     }
+    for colour in vassals::COLOURS {
+        atomic::remove_file(&socket_path(root, app, Some(colour)))?;
+    }
     atomic::remove_file(&root.scaling_file(app))?;
     let logs = root.log_dir(app);
     if logs.exists() {
@@ -394,12 +626,16 @@ fn ps(root: &Root, app: &AppName, json: bool) -> Result<()> {
         for n in 1..=*count {
             let state = if kind == "static" {
                 "served by nginx"
-            } else if !enabled.contains(&vassal_name(app, kind, n)) {
-                "stopped"
-            } else if running.contains(&format!("{app}:{kind}.{n}")) {
-                "running"
             } else {
-                "starting"
+                let names = [None, Some("blue"), Some("green")].map(|c| (c, vassal_name(app, kind, n, c)));
+                let on: Vec<_> = names.iter().filter(|(_, name)| enabled.contains(name)).collect();
+                if on.is_empty() {
+                    "stopped"
+                } else if on.iter().any(|(c, _)| running.contains(&format!("{app}:{}", worker_id(kind, n, *c)))) {
+                    "running"
+                } else {
+                    "starting"
+                }
             };
             if json {
                 workers_json.push(format!("{{\"name\":\"{kind}.{n}\",\"state\":\"{state}\"}}"));
@@ -463,7 +699,7 @@ fn logs(root: &Root, app: &AppName, rest: &[&str]) -> Result<()> {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter_map(|n| n.strip_suffix(".log").map(str::to_string))
-                .filter(|label| kind.is_none_or(|k| label.rsplit_once('.').map(|(kd, _)| kd) == Some(k)))
+                .filter(|label| kind.is_none_or(|k| label.split('.').next() == Some(k)))
                 .map(|label| (label.clone(), dir.join(format!("{label}.log"))))
                 .collect()
         })

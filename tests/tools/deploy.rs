@@ -166,21 +166,27 @@ fn workers_become_vassals_with_the_live_environment() {
         ("ENV", "NGINX_SERVER_NAME=gen.example.test\nTRICKY=100% $(HOME) @(exec://id)\n"),
     ]);
     s.push(&app, "gen", "main").ok();
-    let web = s.read("uwsgi-enabled/gen_web.1.ini");
+    let web = s.read("uwsgi-enabled/gen_web.1.blue.ini");
     assert!(web.contains("attach-daemon = python3 -m http.server $PORT\n"), "{web}");
     assert!(web.contains("env = TRICKY=100%% %(piku_dollar)(HOME) %(piku_at)(exec://id)\n"), "{web}");
     assert!(web.contains("env = PROC_TYPE=web\n") && web.contains("env = APP=gen\n"), "{web}");
-    assert_eq!(s.read("uwsgi-available/gen_web.1.ini"), web);
+    assert_eq!(s.read("uwsgi-available/gen_web.1.blue.ini"), web);
     assert!(s.read("uwsgi-enabled/gen_worker.1.ini").contains("attach-daemon = sleep 100\n"));
     assert_eq!(s.read("envs/gen/SCALING"), "web:1\nworker:1\n");
     let live = s.read("envs/gen/LIVE_ENV");
     let port = live.lines().find_map(|l| l.strip_prefix("PORT=")).expect("PORT in LIVE_ENV").to_string();
     assert!(s.read("nginx/gen.conf").contains(&format!("server 127.0.0.1:{port};")));
 
-    // A redeploy keeps the port; a removed kind's vassal goes away.
+    // A redeploy starts on the other colour's port, beside the live one,
+    // then stops the old; a removed kind's vassal goes away.
     app.commit(&[("Procfile", "web: python3 -m http.server $PORT\n")], "no worker");
     s.push(&app, "gen", "main").ok();
-    assert!(s.read("envs/gen/LIVE_ENV").contains(&format!("PORT={port}\n")));
+    let green = s.read("uwsgi-enabled/gen_web.1.green.ini");
+    let new_port = s.read("envs/gen/LIVE_ENV").lines().find_map(|l| l.strip_prefix("PORT=")).unwrap().to_string();
+    assert_ne!(new_port, port);
+    assert!(green.contains(&format!("env = PORT={new_port}\n")), "{green}");
+    assert!(s.read("nginx/gen.conf").contains(&format!("server 127.0.0.1:{new_port};")));
+    assert!(!s.root().join("uwsgi-enabled/gen_web.1.blue.ini").exists());
     assert!(!s.root().join("uwsgi-enabled/gen_worker.1.ini").exists());
     assert!(!s.root().join("uwsgi-available/gen_worker.1.ini").exists());
     assert_eq!(s.read("envs/gen/SCALING"), "web:1\n");
@@ -192,7 +198,7 @@ fn each_tool_runs_by_hand_idempotently() {
     let app = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n"), ("ENV", "NGINX_SERVER_NAME=h.example.test\n")]);
     s.push(&app, "hand", "main").ok();
     let id = s.live_id("hand").unwrap();
-    let snapshot = || (s.read("nginx/hand.conf"), s.read("uwsgi-enabled/hand_web.1.ini"), s.read("envs/hand/LIVE_ENV"));
+    let snapshot = || (s.read("nginx/hand.conf"), s.read("uwsgi-enabled/hand_web.1.blue.ini"), s.read("envs/hand/LIVE_ENV"));
     let before = snapshot();
     for _ in 0..2 {
         s.tool("piku-receive", &["hand"]).ok();
