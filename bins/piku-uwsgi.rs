@@ -558,6 +558,12 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
         if !drain.is_zero() {
             output::step(format!("Draining the previous workers of '{app}' for {} s", drain.as_secs()));
             std::thread::sleep(drain);
+            // nginx workers from before the reload finish their requests
+            // (to the previous workers) before they exit: wait for them, a while.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while nginx_workers_shutting_down() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
     }
     for dir in [&enabled, &available] {
@@ -571,6 +577,14 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Does an nginx worker from before a reload still finish its requests?
+fn nginx_workers_shutting_down() -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return false };
+    procs.flatten().any(|p| {
+        std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"nginx: worker process is shutting down"))
+    })
 }
 
 fn stop(root: &Root, app: &AppName) -> Result<()> {
