@@ -241,9 +241,17 @@ fn activate(root: &Root, app: &AppName, id: &str) -> Result<()> {
     prune(root, app, &rel.id)
 }
 
-/// Keep the newest PIKU_KEEP_RELEASES (default 5) releases and the live one.
+/// Keep the newest PIKU_KEEP_RELEASES (the app's setting, else the server's,
+/// default 5) releases and the live one: those `rollback` can go back to.
 fn prune(root: &Root, app: &AppName, live: &str) -> Result<()> {
-    let keep: usize = std::env::var("PIKU_KEEP_RELEASES").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
+    let app_env = envfile::read_literal(&Release::open(root, app, live)?.fact_file("env"))?.unwrap_or_default();
+    let keep: usize = std::env::var("PIKU_KEEP_RELEASES")
+        .ok()
+        .or_else(|| app_env.get("PIKU_KEEP_RELEASES").cloned())
+        .or_else(|| piku::settings::Settings::load(root).ok()?.get("PIKU_KEEP_RELEASES"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(5)
+        .max(1);
     let ids = release::list_ids(root, app);
     let dir = root.releases_dir(app);
     for id in ids.iter().take(ids.len().saturating_sub(keep)).filter(|id| id.as_str() != live) {
