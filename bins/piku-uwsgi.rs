@@ -708,13 +708,22 @@ fn logs(root: &Root, app: &AppName, rest: &[&str]) -> Result<()> {
         }
     }
     let dir = root.log_dir(app);
+    // Web workers log per colour: show the live colour's, as `kind.n`.
+    let live_env = envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
+    let live_colour = scaling::colour_of_port(root, app, live_env.get("PORT").map(String::as_str))?;
     let mut files: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter_map(|n| n.strip_suffix(".log").map(str::to_string))
                 .filter(|label| kind.is_none_or(|k| label.split('.').next() == Some(k)))
-                .map(|label| (label.clone(), dir.join(format!("{label}.log"))))
+                .filter_map(|label| {
+                    let path = dir.join(format!("{label}.log"));
+                    match vassals::parse_worker_id(&label) {
+                        Some((k, n, Some(c))) if live_colour.is_some() => (Some(c.as_str()) == live_colour).then(|| (worker_id(&k, n, None), path)),
+                        _ => Some((label, path)),
+                    }
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -124,7 +124,9 @@ fn logs_show_the_last_lines_with_prefixes_without_following() {
     let s = Server::new();
     web_app(&s, "lg");
     let dir = s.root().join("logs/lg");
-    std::fs::write(dir.join("web.1.log"), (1..=30).map(|i| format!("web line {i}\n")).collect::<String>()).unwrap();
+    // Web workers log per colour; the live one (blue, the first deploy's) is shown.
+    std::fs::write(dir.join("web.1.blue.log"), (1..=30).map(|i| format!("web line {i}\n")).collect::<String>()).unwrap();
+    std::fs::write(dir.join("web.1.green.log"), "from a release that is gone\n").unwrap();
     std::fs::write(dir.join("worker.1.log"), "worker says hi\n").unwrap();
     let out = s.ssh("logs lg -n 2 --no-follow").ok().stdout;
     assert_eq!(out, "web.1    | web line 29\nweb.1    | web line 30\nworker.1 | worker says hi\n");
