@@ -230,6 +230,8 @@ fn activate(root: &Root, app: &AppName, id: &str) -> Result<()> {
         std::fs::rename(&link, &kept).at("move piku.py's app tree to", &kept)?;
         output::step(format!("Kept piku.py's tree of '{app}' as {}", kept.display()));
     }
+    // The release being replaced keeps serving while it drains: never pruned now.
+    let previous = release::live_id(root, app);
     atomic::replace_symlink(&Path::new("../releases").join(app.as_str()).join(&rel.id), &link)?;
     // `releases` tells a release that has been live from one that failed.
     let facts_file = rel.fact_file("release");
@@ -238,12 +240,13 @@ fn activate(root: &Root, app: &AppName, id: &str) -> Result<()> {
         atomic::write_file(&facts_file, envfile::render(&facts)?.as_bytes(), 0o644)?;
     }
     output::step(format!("Release {} of '{app}' is live", rel.id));
-    prune(root, app, &rel.id)
+    prune(root, app, &rel.id, previous.as_deref())
 }
 
 /// Keep the newest PIKU_KEEP_RELEASES (the app's setting, else the server's,
-/// default 5) releases and the live one: those `rollback` can go back to.
-fn prune(root: &Root, app: &AppName, live: &str) -> Result<()> {
+/// default 5) releases, the live one and the one it replaces (its workers
+/// drain): those `rollback` can go back to.
+fn prune(root: &Root, app: &AppName, live: &str, draining: Option<&str>) -> Result<()> {
     let app_env = envfile::read_literal(&Release::open(root, app, live)?.fact_file("env"))?.unwrap_or_default();
     let keep: usize = std::env::var("PIKU_KEEP_RELEASES")
         .ok()
@@ -254,7 +257,7 @@ fn prune(root: &Root, app: &AppName, live: &str) -> Result<()> {
         .max(1);
     let ids = release::list_ids(root, app);
     let dir = root.releases_dir(app);
-    for id in ids.iter().take(ids.len().saturating_sub(keep)).filter(|id| id.as_str() != live) {
+    for id in ids.iter().take(ids.len().saturating_sub(keep)).filter(|id| id.as_str() != live && Some(id.as_str()) != draining) {
         let tree = dir.join(id);
         std::fs::remove_dir_all(&tree).at("remove old release", &tree)?;
         for fact in ["release", "build", "env"] {

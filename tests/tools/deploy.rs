@@ -415,14 +415,16 @@ fn a_wsgi_app_switches_by_its_socket_link() {
 #[test]
 fn only_the_newest_releases_are_kept() {
     let s = Server::new();
-    let app = GitApp::new(&[("Procfile", "static: public\n"), ("ENV", "NGINX_SERVER_NAME=k.example.test\nPIKU_KEEP_RELEASES=2\n")]);
+    let app = GitApp::new(&[("Procfile", "static: public\n"), ("ENV", "NGINX_SERVER_NAME=k.example.test\nPIKU_KEEP_RELEASES=1\n")]);
     s.push(&app, "k", "main").ok();
     for i in 0..3 {
         next_second();
         app.commit(&[("public/index.html", &format!("{i}\n"))], &format!("v{i}"));
         s.push(&app, "k", "main").ok();
     }
+    // PIKU_KEEP_RELEASES=1: the live one, and the one it replaced (its workers drain).
     let rows = s.ssh("releases k").ok().stdout;
-    assert_eq!(rows.lines().count(), 2, "{rows}");
+    let messages: Vec<&str> = rows.lines().map(|l| l.split_whitespace().last().unwrap()).collect();
+    assert_eq!(messages, ["v2", "v1"], "{rows}");
     assert!(rows.lines().next().unwrap().contains("live"));
 }
