@@ -541,8 +541,9 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
             atomic::write_file(&live, text.as_bytes(), 0o644)?;
             let verb = if current.is_some() { "Restarting" } else { "Spawning" };
             output::step(format!("{verb} {app}:{}", worker_label(app, name)));
-        } else if force {
-            // `restart` of an unchanged worker: touching it makes the emperor reload it.
+        } else if force && parse_vassal(app, name).is_some_and(|(_, _, c)| c.is_none()) {
+            // `restart` of an unchanged worker: touching it makes the emperor
+            // reload it (a web worker of a colour was just started fresh).
             atomic::write_file(&live, text.as_bytes(), 0o644)?;
             output::step(format!("Restarting {app}:{}", worker_label(app, name)));
         }

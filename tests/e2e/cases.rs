@@ -33,6 +33,7 @@ pub const ALL: &[Case] = &[
     Case { name: "client_script", app: "client-app", run: crate::more_cases::client_script },
     Case { name: "zero_downtime_redeploys", app: "zero-app", run: crate::zero_cases::zero_downtime_redeploys },
     Case { name: "zero_failing_health_check", app: "zero-fail", run: crate::zero_cases::failing_health_check_keeps_live },
+    Case { name: "zero_downtime_wsgi", app: "zero-wsgi", run: crate::zero_cases::zero_downtime_wsgi },
 ];
 
 /// A static site: `static: public`, served by nginx from the release tree.

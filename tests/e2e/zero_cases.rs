@@ -279,3 +279,38 @@ pub fn failing_health_check_keeps_live(s: &Server) -> Result<(), String> {
     }
     serves(s, host, "/", "version=good")
 }
+
+/// A wsgi app behind nginx: the switch is the nginx/<app>.sock link.
+pub fn zero_downtime_wsgi(s: &Server) -> Result<(), String> {
+    let host = "zero-wsgi.example.test";
+    let app = App::new(s, "zero-wsgi");
+    let write = |v: &str| {
+        app.write("Procfile", "wsgi: hello:application\n").write("ENV", &format!("NGINX_SERVER_NAME={host}\n")).write(
+            "hello.py",
+            &format!("def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'wsgi {v}']\n"),
+        );
+    };
+    write("v1");
+    app.commit("v1")?;
+    app.deploy("main")?;
+    serves(s, host, "/", "wsgi v1")?;
+    settled(s, host)?;
+    let link = s.piku_root().join("nginx/zero-wsgi.sock");
+    let first = std::fs::read_link(&link).map_err(|e| format!("{} is not a link: {e}", link.display()))?;
+    let (result, load, samples) = under_load(s, host, 4, || -> Result<(), String> {
+        for v in ["v2", "v3"] {
+            write(v);
+            app.commit(v)?;
+            let out = app.deploy("main")?;
+            serves(s, host, "/", &format!("wsgi {v}")).map_err(|e| format!("{e}\nafter the push:\n{}", indent(&out.all())))?;
+        }
+        Ok(())
+    });
+    result?;
+    check_load("2 redeploys of a wsgi app", &load, &samples)?;
+    let last = std::fs::read_link(&link).map_err(|e| e.to_string())?;
+    if first != last {
+        return Err(format!("after two swaps the socket link points at {}, expected {} again", last.display(), first.display()));
+    }
+    Ok(())
+}

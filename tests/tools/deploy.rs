@@ -380,6 +380,12 @@ fn a_pinned_port_or_no_nginx_restarts_in_place_on_a_stable_port() {
     s.push(&app, "pinned", "main").ok();
     assert!(s.read("uwsgi-enabled/pinned_web.1.ini").contains("env = PORT=8123\n"));
     assert_eq!(live_port(&s, "pinned"), "8123");
+    // restart still restarts it (the emperor reloads a vassal whose file is touched).
+    let mtime = || std::fs::metadata(s.root().join("uwsgi-enabled/pinned_web.1.ini")).unwrap().modified().unwrap();
+    let before = mtime();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.ssh("restart pinned").ok();
+    assert!(mtime() > before, "restart did not touch the vassal");
 
     let direct = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n")]);
     s.push(&direct, "direct", "main").ok();
