@@ -425,7 +425,13 @@ fn stage(root: &Root, rel: &Release) -> Result<()> {
     let check_off = setting(root, &env, "PIKU_HEALTHCHECK")?.is_some_and(|v| matches!(v.to_lowercase().as_str(), "off" | "false" | "0" | "no"));
 
     // A worker of this colour from an earlier release must be gone first, or
-    // the check would talk to it.
+    // the check would talk to it. (Its colour is not live: nginx does not use it.)
+    for name in app_vassals(root, app, &enabled)? {
+        if parse_vassal(app, &name).is_some_and(|(_, _, c)| c.as_deref() == Some(colour)) {
+            output::step(format!("Stopping {app}:{}, left from an earlier release", worker_label(app, &name)));
+            atomic::remove_file(&enabled.join(&name))?;
+        }
+    }
     let deadline = Instant::now() + timeout;
     for (name, target) in &targets {
         let title = format!("{app}:{}", worker_label(app, name));
