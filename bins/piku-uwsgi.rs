@@ -8,7 +8,9 @@
 //!   piku-uwsgi <app>            make the workers match the live release
 //!                               (Procfile + SCALING + LIVE_ENV): switch the wsgi
 //!                               socket to the live colour, replace the background
-//!                               workers, and stop the other colour after a drain
+//!                               workers; the other colour's web workers are left
+//!                               to drain (stopped at once when PIKU_DRAIN_SECONDS=0)
+//!   piku-uwsgi --retire <app>   wait out the drain, then stop them
 //!   piku-uwsgi --stop|--start|--restart|--destroy <app>
 //!   piku-uwsgi --ps <app> [--json]        worker counts and which workers run
 //!   piku-uwsgi --scale <app> kind=N...    validate and store SCALING (not applied)
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
+            ["--retire", app] => retire(&root, &release::existing_app(&root, app)?),
             ["--stage", app, id] => stage(&root, &Release::open(&root, &AppName::parse(app)?, id)?),
             ["--stop", app] => stop(&root, &release::existing_app(&root, app)?),
             ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
@@ -70,7 +73,7 @@ fn main() -> ExitCode {
             ["--restart", app] => publish(&root, &release::existing_app(&root, app)?, true),
             [app] if !app.starts_with('-') => publish(&root, &release::existing_app(&root, app)?, false),
             _ => Err(Error::usage(
-                "usage: piku-uwsgi <app> | --check|--stage <app> <release-id> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
+                "usage: piku-uwsgi <app> | --check|--stage <app> <release-id> | --retire <app> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
             )),
         }
     })
@@ -557,31 +560,63 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     if !restart {
         output::step(format!("PIKU_AUTO_RESTART is off: running workers of '{app}' keep their configuration until 'restart'"));
     }
-    // The other colour served until nginx switched: let its requests finish.
-    let old: Vec<String> = app_vassals(root, app, &enabled)?.into_iter().filter(|n| !wanted.contains_key(n)).collect();
-    let old_web = old.iter().any(|n| parse_vassal(app, n).is_some_and(|(k, _, _)| is_web_facing(&k)));
-    if old_web && colour.is_some() {
-        let drain = seconds(root, &env, "PIKU_DRAIN_SECONDS", 3)?;
-        if !drain.is_zero() {
-            output::step(format!("Draining the previous workers of '{app}' for {} s", drain.as_secs()));
-            std::thread::sleep(drain);
-            // nginx workers from before the reload finish their requests
-            // (to the previous workers) before they exit: wait for them, a while.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while nginx_workers_shutting_down() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
+    // The other colour served until nginx switched: it stops after a drain,
+    // which `--retire` waits out (the hook runs it in the background).
+    let drain = seconds(root, &env, "PIKU_DRAIN_SECONDS", 3)?;
+    let draining = |name: &str| colour.is_some() && !drain.is_zero() && parse_vassal(app, name).is_some_and(|(k, _, _)| is_web_facing(&k));
+    let mut drained = false;
     for dir in [&enabled, &available] {
         for name in app_vassals(root, app, dir)? {
-            if !wanted.contains_key(&name) {
-                if dir == &enabled {
-                    output::step(format!("Stopping {app}:{}", worker_label(app, &name)));
-                }
-                atomic::remove_file(&dir.join(&name))?;
+            if wanted.contains_key(&name) {
+                continue;
             }
+            if dir == &enabled && draining(&name) {
+                drained = true;
+                continue;
+            }
+            if dir == &enabled {
+                output::step(format!("Stopping {app}:{}", worker_label(app, &name)));
+            }
+            atomic::remove_file(&dir.join(&name))?;
         }
+    }
+    if drained {
+        output::step(format!("The previous web workers of '{app}' finish their requests, then stop (drain: {} s)", drain.as_secs()));
+    }
+    Ok(())
+}
+
+/// `--retire`: after the drain (PIKU_DRAIN_SECONDS, then until nginx's
+/// workers from before the reload are gone, at most 30 s more), stop the web
+/// workers the live release does not want.
+fn retire(root: &Root, app: &AppName) -> Result<()> {
+    let enabled = root.dir("uwsgi-enabled");
+    let wanted = |root: &Root| -> Result<BTreeMap<String, String>> {
+        let rel = Release::live_or_err(root, app)?;
+        let env = envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
+        let colour = scaling::colour_of_port(root, app, env.get("PORT").map(String::as_str))?;
+        render_all(root, &rel, &env, &wanted_scaling(root, &rel)?, colour, Which::All)
+    };
+    let old = |wanted: &BTreeMap<String, String>| -> Result<Vec<String>> {
+        Ok(app_vassals(root, app, &enabled)?.into_iter().filter(|n| !wanted.contains_key(n)).collect())
+    };
+    if old(&wanted(root)?)?.is_empty() {
+        return Ok(());
+    }
+    let env = envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
+    let drain = seconds(root, &env, "PIKU_DRAIN_SECONDS", 3)?;
+    output::step(format!("Draining the previous workers of '{app}' for {} s", drain.as_secs()));
+    std::thread::sleep(drain);
+    // nginx workers from before the reload finish their requests (to the
+    // previous workers) before they exit: wait for them, a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nginx_workers_shutting_down() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for name in old(&wanted(root)?)? {
+        output::step(format!("Stopping {app}:{}", worker_label(app, &name)));
+        atomic::remove_file(&enabled.join(&name))?;
+        atomic::remove_file(&root.dir("uwsgi-available").join(&name))?;
     }
     Ok(())
 }

@@ -186,7 +186,7 @@ pub fn zero_downtime_redeploys(s: &Server) -> Result<(), String> {
     let outputs = result?;
     check_load("3 redeploys and a rollback", &load, &samples)?;
     let push = &outputs[0];
-    for needle in ["beside the live workers", "answers / with HTTP 200", "Draining the previous workers"] {
+    for needle in ["beside the live workers", "answers / with HTTP 200", "finish their requests, then stop"] {
         expect_text(push, needle, "a redeploy")?;
     }
     expect_text(&outputs[3], "Rolling 'zero-app' back to release", "rollback")?;
@@ -204,16 +204,19 @@ pub fn zero_downtime_redeploys(s: &Server) -> Result<(), String> {
     let json = ssh(s, "releases zero-app --json", None).ok("ssh releases --json")?.stdout;
     expect_text(&json, r#""status":"live","message":"v3""#, "releases --json")?;
 
-    // Only the live colour's web worker and one background worker remain.
-    let enabled: Vec<String> = std::fs::read_dir(s.piku_root().join("uwsgi-enabled"))
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("zero-app_"))
-        .collect();
-    if enabled.len() != 2 || !enabled.iter().any(|n| n == "zero-app_worker.1.ini") {
-        return Err(format!("uwsgi-enabled has {enabled:?}, expected one web vassal of the live colour and zero-app_worker.1.ini"));
-    }
+    // After the drain, only the live colour's web worker and one background worker remain.
+    crate::client::wait_for(Duration::from_secs(40), || {
+        let enabled: Vec<String> = std::fs::read_dir(s.piku_root().join("uwsgi-enabled"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("zero-app_"))
+            .collect();
+        if enabled.len() != 2 || !enabled.iter().any(|n| n == "zero-app_worker.1.ini") {
+            return Err(format!("uwsgi-enabled has {enabled:?}, expected one web vassal of the live colour and zero-app_worker.1.ini"));
+        }
+        Ok(())
+    })?;
     let ps = ssh(s, "ps zero-app", None).ok("ssh ps zero-app")?.stdout;
     expect_text(&ps, "web.1 running", "ps after the swaps")?;
 
