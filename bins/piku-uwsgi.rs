@@ -398,7 +398,13 @@ fn log_lines_since(path: &Path, offset: u64, lines: usize) -> Vec<String> {
     let text = std::fs::read(path).unwrap_or_default();
     let start = (offset as usize).min(text.len());
     let text = String::from_utf8_lossy(&text[start..]).into_owned();
-    let all: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut all: Vec<String> = text.lines().map(str::to_string).collect();
+    // uWSGI's start-up banner says nothing about the app: skip it.
+    if let Some(i) = all.iter().position(|l| l.contains("uWSGI master process")) {
+        if i + 1 < all.len() {
+            all.drain(..=i);
+        }
+    }
     all[all.len().saturating_sub(lines)..].to_vec()
 }
 
