@@ -192,10 +192,10 @@ fn ensure_colour_ports(root: &Root, app: &AppName, colour: &str) -> Result<BTree
     let mut lines = read_port_lines(root, app)?;
     let mut ports = scaling::read_colour_ports(root, app, colour)?;
     for n in 1..=count {
-        if !ports.contains_key(&n) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = ports.entry(n) {
             let taken: Vec<u16> = lines.values().filter_map(|p| u16::try_from(*p).ok()).collect();
             let port = free_port(root, &taken)?;
-            ports.insert(n, port);
+            slot.insert(port);
             lines.insert(format!("{colour}.{n}"), port.into());
         }
     }

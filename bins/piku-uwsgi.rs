@@ -381,14 +381,13 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     let enabled = root.dir("uwsgi-enabled");
 
     // wsgi behind nginx: nginx connects to nginx/<app>.sock, a link to the live colour's socket.
-    if let Some(c) = colour {
-        if (procfile.has("wsgi") || procfile.has("jwsgi")) && env.get("NGINX_SERVER_NAME").is_some_and(|n| !n.trim().is_empty()) {
-            let link = socket_path(root, app, None);
-            let target = PathBuf::from(format!("{app}.{c}.sock"));
-            if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
-                atomic::replace_symlink(&target, &link)?;
-                output::step(format!("nginx now reaches '{app}' through its {c} workers"));
-            }
+    let behind_nginx = env.get("NGINX_SERVER_NAME").is_some_and(|n| !n.trim().is_empty());
+    if let Some(c) = colour.filter(|_| (procfile.has("wsgi") || procfile.has("jwsgi")) && behind_nginx) {
+        let link = socket_path(root, app, None);
+        let target = PathBuf::from(format!("{app}.{c}.sock"));
+        if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+            atomic::replace_symlink(&target, &link)?;
+            output::step(format!("nginx now reaches '{app}' through its {c} workers"));
         }
     }
 

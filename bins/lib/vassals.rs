@@ -91,6 +91,25 @@ pub fn worker_label(app: &AppName, name: &str) -> String {
     name.strip_prefix(&format!("{app}_")).unwrap_or(name).trim_end_matches(".ini").to_string()
 }
 
+/// The workers whose vassal master runs now, as `app:kind.n[.colour]`, read
+/// from the process titles uWSGI sets (`procname-prefix`).
+pub fn running_workers() -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let name = p.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else { continue };
+        let title = String::from_utf8_lossy(&cmdline);
+        if let Some(idx) = title.find(":uWSGI master") {
+            out.insert(title[..idx].trim_end_matches('\0').to_string());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,23 +151,4 @@ mod tests {
         assert_eq!(parse_vassal(&app, "a_web.x.ini"), None);
         assert!(is_web_facing("wsgi") && is_web_facing("php") && !is_web_facing("worker") && !is_web_facing("static"));
     }
-}
-
-/// The workers whose vassal master runs now, as `app:kind.n[.colour]`, read
-/// from the process titles uWSGI sets (`procname-prefix`).
-pub fn running_workers() -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
-    for p in procs.flatten() {
-        let name = p.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else { continue };
-        let title = String::from_utf8_lossy(&cmdline);
-        if let Some(idx) = title.find(":uWSGI master") {
-            out.insert(title[..idx].trim_end_matches('\0').to_string());
-        }
-    }
-    out
 }

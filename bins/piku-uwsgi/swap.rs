@@ -57,10 +57,8 @@ fn log_lines_since(path: &Path, offset: u64, lines: usize) -> Vec<String> {
     let text = String::from_utf8_lossy(&text[start..]).into_owned();
     let mut all: Vec<String> = text.lines().map(str::to_string).collect();
     // uWSGI's start-up banner says nothing about the app: skip it.
-    if let Some(i) = all.iter().position(|l| l.contains("uWSGI master process")) {
-        if i + 1 < all.len() {
-            all.drain(..=i);
-        }
+    if let Some(i) = all.iter().position(|l| l.contains("uWSGI master process")).filter(|i| i + 1 < all.len()) {
+        all.drain(..=i);
     }
     all[all.len().saturating_sub(lines)..].to_vec()
 }
