@@ -5,6 +5,7 @@
 pub mod app;
 pub mod atomic;
 pub mod envfile;
+pub mod health;
 pub mod error;
 pub mod lock;
 pub mod logtail;

@@ -169,22 +169,43 @@ pub fn run_all(s: &Server) -> Result<(), String> {
         table.push((format!("peak RSS {tool} (big push)"), format!("{:>9.1} MB", *kb as f64 / 1024.0)));
     }
 
-    // Failed requests during redeploys under a bounded load.
-    for (label, restart) in [("redeploy (ours)", false), ("stop then start (piku's way)", true)] {
-        let (ok, failed) = under_load(s, "bench-web.example.test", || {
+    // Failed requests during redeploys under a bounded load (4 loops, one
+    // connection per request, through nginx): our blue/green swap; the same
+    // redeploy restarting in place, as piku does (PORT pinned, so no second
+    // colour); and stop then start.
+    let pinned = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let inplace = App::new(s, "bench-inplace");
+    inplace
+        .write("Procfile", "web: python3 -m http.server --bind 127.0.0.1 $PORT --directory site\n")
+        .write("ENV", &format!("NGINX_SERVER_NAME=bench-inplace.example.test\nPORT={pinned}\n"))
+        .write("site/index.html", "inplace v0");
+    inplace.commit("v0")?;
+    inplace.deploy("main")?;
+    serves(s, "bench-inplace.example.test", "/", "inplace v0")?;
+    for (label, host, how) in [
+        ("3x redeploy, blue/green (ours)", "bench-web.example.test", 0),
+        ("3x redeploy, restart in place (piku's way)", "bench-inplace.example.test", 1),
+        ("3x stop then start", "bench-web.example.test", 2),
+    ] {
+        std::thread::sleep(Duration::from_secs(2));
+        let ((), load, _) = crate::zero_cases::under_load(s, host, 4, || {
             for i in 0..3 {
-                if restart {
-                    ssh(s, "stop bench-web", None);
-                    ssh(s, "start bench-web", None);
-                } else {
-                    web.write("site/index.html", &format!("load v{i}"));
-                    web.commit(&format!("load v{i}")).ok();
-                    web.deploy("main").ok();
+                match how {
+                    0 | 1 => {
+                        let app = if how == 0 { &web } else { &inplace };
+                        app.write("site/index.html", &format!("load v{i}"));
+                        app.commit(&format!("load v{i}")).ok();
+                        app.deploy("main").ok();
+                    }
+                    _ => {
+                        ssh(s, "stop bench-web", None);
+                        ssh(s, "start bench-web", None);
+                    }
                 }
                 std::thread::sleep(Duration::from_secs(2));
             }
         });
-        table.push((format!("requests during 3x {label}"), format!("{ok} ok, {failed} failed")));
+        table.push((format!("requests during {label}"), load.to_string()));
     }
 
     for name in ["piku", "piku-receive", "piku-build", "piku-config", "piku-uwsgi", "piku-nginx"] {
@@ -222,25 +243,4 @@ fn sample_rss(peaks: &std::sync::Mutex<BTreeMap<String, u64>>) {
             *e = (*e).max(kb);
         }
     }
-}
-
-/// Run `work` while a bounded curl loop hits `host`; (ok, failed) counts.
-fn under_load(s: &Server, host: &str, work: impl FnOnce()) -> (usize, usize) {
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let load = scope.spawn(|| {
-            let (mut ok, mut failed) = (0, 0);
-            while !stop.load(Ordering::SeqCst) && ok + failed < 20_000 {
-                match curl(s, host, "/") {
-                    (200, _) => ok += 1,
-                    _ => failed += 1,
-                }
-            }
-            (ok, failed)
-        });
-        work();
-        std::thread::sleep(Duration::from_secs(3));
-        stop.store(true, Ordering::SeqCst);
-        load.join().unwrap_or((0, 0))
-    })
 }

@@ -42,6 +42,9 @@ pub const ALL: &[Case] = &[
     Case { name: "build_gradle", app: "build-gradle", run: crate::build_cases::gradle },
     Case { name: "build_clojure_cli", app: "build-clojure", run: crate::build_cases::clojure_cli },
     Case { name: "build_leiningen", app: "build-lein", run: crate::build_cases::leiningen },
+    Case { name: "zero_downtime_redeploys", app: "zero-app", run: crate::zero_cases::zero_downtime_redeploys },
+    Case { name: "zero_failing_health_check", app: "zero-fail", run: crate::zero_cases::failing_health_check_keeps_live },
+    Case { name: "zero_downtime_wsgi", app: "zero-wsgi", run: crate::zero_cases::zero_downtime_wsgi },
 ];
 
 /// A static site: `static: public`, served by nginx from the release tree.

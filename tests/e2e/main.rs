@@ -16,6 +16,7 @@ mod cases;
 mod more_cases;
 mod client;
 mod server;
+mod zero_cases;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
