@@ -276,10 +276,13 @@ fn cache(root: &Root, app: &AppName, env: &Env) -> Result<Option<Cache>> {
         }
         None => {
             let dir = root.cache_dir(app);
-            std::fs::create_dir_all(&dir).at("create directory", &dir)?;
-            // nginx's workers (the piku user's group) write the cache.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).at("set the mode of", &dir)?;
+            if !dir.is_dir() {
+                std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+                // nginx's workers (the piku user's group) write the cache;
+                // nginx then makes the directory its workers' own.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).at("set the mode of", &dir)?;
+            }
             dir
         }
     };

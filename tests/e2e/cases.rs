@@ -31,6 +31,11 @@ pub const ALL: &[Case] = &[
     Case { name: "per_key_access", app: "access", run: crate::more_cases::per_key_access },
     Case { name: "wsgi_app", app: "wsgi-app", run: crate::more_cases::wsgi_app },
     Case { name: "client_script", app: "client-app", run: crate::more_cases::client_script },
+    Case { name: "nginx_options", app: "nginx-options", run: crate::nginx_cases::nginx_options },
+    Case { name: "nginx_static_https_only", app: "nginx-spa", run: crate::nginx_cases::nginx_static_https_only },
+    Case { name: "nginx_cloudflare_acl", app: "nginx-cf", run: crate::nginx_cases::nginx_cloudflare_acl },
+    Case { name: "nginx_bad_input", app: "nginx-bad", run: crate::nginx_cases::nginx_bad_input },
+    Case { name: "nginx_tls_with_pebble", app: "nginx-tls", run: crate::nginx_cases::nginx_tls_with_pebble },
 ];
 
 /// A static site: `static: public`, served by nginx from the release tree.

@@ -13,6 +13,7 @@
 mod bench;
 mod cases;
 mod more_cases;
+mod nginx_cases;
 mod client;
 mod server;
 
