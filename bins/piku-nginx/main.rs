@@ -159,8 +159,12 @@ fn acme(root: &Root, settings: &Settings, app: &AppName, env: &Env, names: &[Str
             for line in e.message.lines().skip(1) {
                 output::detail(line);
             }
-            let kind = if certs::read_facts(root, app).ok().flatten().is_some_and(|f| f.is_self_signed()) { "a self-signed" } else { "its previous" };
-            certs::say_self_signed(app, &format!("serving {kind} certificate; 'piku-nginx --renew {app}' (or the piku-certs timer) tries again"));
+            let retry = format!("'piku-nginx --renew {app}' (or the piku-certs timer) tries again");
+            if certs::read_facts(root, app).ok().flatten().is_some_and(|f| f.is_self_signed()) {
+                certs::say_self_signed(app, &format!("ACME failed; {retry}"));
+            } else {
+                output::warn(format!("'{app}' keeps its previous certificate; {retry}"));
+            }
             false
         }
     }

@@ -223,15 +223,11 @@ pub fn nginx_static_https_only(s: &Server) -> Result<(), String> {
         if r.code == 301 && r.header("Location").as_deref() == Some(want.as_str()) { Ok(()) } else { Err(format!("expected a 301 to {want}:\n{}", r.describe())) }
     })?;
     // The ACME challenge directory still answers on port 80.
-    let probe = s.piku_root().join("acme/.well-known/acme-challenge/e2e-probe");
-    std::fs::create_dir_all(probe.parent().unwrap()).map_err(|e| e.to_string())?;
-    std::fs::write(&probe, "token\n").map_err(|e| e.to_string())?;
-    for d in ["acme", "acme/.well-known", "acme/.well-known/acme-challenge"] {
-        std::fs::set_permissions(s.piku_root().join(d), std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-    }
-    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o644)).map_err(|e| e.to_string())?;
+    // (written as the piku user, as the ACME client would)
+    let dir = s.piku_root().join("acme/.well-known/acme-challenge");
+    s.run_as_user(&["sh", "-c", &format!("umask 022 && mkdir -p {0} && echo token > {0}/e2e-probe", dir.display())])?;
     let r = fetch(s, "http", host, "/.well-known/acme-challenge/e2e-probe", &[]);
-    let _ = std::fs::remove_file(&probe);
+    let _ = std::fs::remove_file(dir.join("e2e-probe"));
     expect(&r, 200, "token", "the ACME challenge on port 80 with NGINX_HTTPS_ONLY")?;
     expect(&fetch(s, "https", host, "/", &["-k"]), 200, "the single page", "https after NGINX_HTTPS_ONLY")?;
     // An unknown name on 443: the default server refuses the handshake.

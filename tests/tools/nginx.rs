@@ -250,7 +250,7 @@ fn an_unreachable_ca_falls_back_to_self_signed_and_renew_fails_clearly() {
         .ok();
     assert!(r.stderr.contains("ACME failed for 'down'"), "{}", r.stderr);
     assert!(r.stderr.contains("connection refused"), "{}", r.stderr);
-    assert!(r.stderr.contains("serving a self-signed certificate"), "{}", r.stderr);
+    assert!(r.stderr.contains("served over HTTPS with a self-signed certificate: ACME failed"), "{}", r.stderr);
     assert!(r.stderr.contains("Live at http://down.example.com/"), "{}", r.stderr);
     assert!(s.read("acme/down/CERT").contains("CA=self-signed"));
     let r = s.ssh("certs:renew").fails(1, "could not renew the certificate of down");
