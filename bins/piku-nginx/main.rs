@@ -187,7 +187,14 @@ fn renew(root: &Root, settings: &Settings, only: &[&str]) -> Result<()> {
     let (mut renewed, mut failed) = (0, Vec::new());
     for app in &apps {
         let _lock = piku::lock::AppLock::acquire(root, app)?;
-        let env = live_env(root, app)?;
+        let env = match live_env(root, app) {
+            Ok(env) => env,
+            Err(e) => {
+                output::error(format!("'{app}': {}", e.message));
+                failed.push(app.to_string());
+                continue;
+            }
+        };
         let Some(names) = site::server_names(&env)? else { continue };
         let Some(facts) = certs::read_facts(root, app)? else {
             output::warn(format!("'{app}' has no certificate yet; deploy it first"));

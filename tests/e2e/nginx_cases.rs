@@ -281,6 +281,11 @@ pub fn nginx_bad_input(s: &Server) -> Result<(), String> {
     app.deploy("main")?;
     serves(s, host, "/", "good release")?;
     let conf = read(s, "nginx/nginx-bad.conf")?;
+    let neighbour = App::new(s, "nginx-bad-neighbour");
+    neighbour.write("Procfile", "static: public\n").write("ENV", "NGINX_SERVER_NAME=neighbour.example.test\n").write("public/index.html", "neighbour\n");
+    neighbour.commit("first")?;
+    neighbour.deploy("main")?;
+    serves(s, "neighbour.example.test", "/", "neighbour")?;
     let cases: &[(&str, &str, &str)] = &[
         ("NGINX_SERVER_NAME=a.test;include /etc/passwd", "", "NGINX_SERVER_NAME contains ';'"),
         ("NGINX_STATIC_PATHS=/x:public{", "", "NGINX_STATIC_PATHS contains '{'"),
@@ -303,6 +308,7 @@ pub fn nginx_bad_input(s: &Server) -> Result<(), String> {
             return Err(format!("the live nginx config changed after the push with {extra:?}"));
         }
         expect(&fetch(s, "http", host, "/", &[]), 200, "good release", &format!("after the push with {extra:?}"))?;
+        expect(&fetch(s, "http", "neighbour.example.test", "/", &[]), 200, "neighbour", &format!("another app after the push with {extra:?}"))?;
     }
     Ok(())
 }
@@ -494,6 +500,36 @@ fn tls_with(s: &Server, pebble: &Pebble) -> Result<(), String> {
     let r = fetch(s, "https", "stuck.example.test", "/", &["--cacert", &cacert]);
     if r.code != 0 {
         return Err(format!("the self-signed certificate passed as pebble's:\n{}", r.describe()));
+    }
+    Ok(())
+}
+
+/// A wsgi app behind the uWSGI socket: the forwarded headers arrive as
+/// HTTP_X_* variables, and NGINX_CACHE_PREFIXES caches through uwsgi_cache.
+pub fn nginx_wsgi_cache(s: &Server) -> Result<(), String> {
+    let host = "wsgi-cache.example.test";
+    let app = App::new(s, "nginx-wsgi-cache");
+    app.write("Procfile", "wsgi: app:application\n")
+        .write("ENV", &format!("NGINX_SERVER_NAME={host}\nNGINX_CACHE_PREFIXES=/c\nNGINX_CACHE_TIME=30\n"))
+        .write(
+            "app.py",
+            "def application(environ, start_response):\n\
+             \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+             \x20   keys = ['HTTP_X_FORWARDED_PROTO', 'HTTP_X_FORWARDED_FOR', 'HTTP_X_REMOTE_ADDRESS', 'HTTP_X_REQUEST_START', 'PATH_INFO']\n\
+             \x20   return [''.join('%s=%s\\n' % (k, environ.get(k, '-')) for k in keys).encode()]\n",
+        );
+    app.commit("first")?;
+    let push = app.deploy("main")?;
+    expect_text(&push.all(), "nginx configuration of 'nginx-wsgi-cache' is live", "the push")?;
+    serves(s, host, "/x", "PATH_INFO=/x")?;
+    let r = fetch(s, "http", host, "/x", &[]);
+    for needle in ["HTTP_X_FORWARDED_PROTO=http", "HTTP_X_FORWARDED_FOR=127.0.0.1", "HTTP_X_REMOTE_ADDRESS=127.0.0.1", "HTTP_X_REQUEST_START=1"] {
+        expect_text(&r.body, needle, "the wsgi environ")?;
+    }
+    let first = fetch(s, "http", host, "/c/1", &[]);
+    let second = fetch(s, "http", host, "/c/1", &[]);
+    if first.header("X-Cache").as_deref() != Some("MISS") || second.header("X-Cache").as_deref() != Some("HIT") {
+        return Err(format!("expected MISS then HIT:\n{}\n---\n{}", first.describe(), second.describe()));
     }
     Ok(())
 }
