@@ -3,7 +3,8 @@
 //! acme/ (Debian's `lego`), or self-signed when ACME is off or fails.
 //!
 //!   acme/.well-known/acme-challenge/   the challenges nginx serves on port 80
-//!   acme/<app>/lego/                   lego's state for the app (account, certificate)
+//!   acme/<app>/lego/                   lego's state for the app (its certificate)
+//!   acme/accounts/                     lego's ACME accounts, shared by all apps
 //!   acme/<app>/CERT                    what nginx/<app>.crt is: NAMES=a b, CA=<url> or self-signed
 
 use crate::site::CertFiles;
@@ -148,6 +149,18 @@ pub fn obtain(root: &Root, settings: &Settings, app: &AppName, env: &Env, names:
     let acme = root.dir("acme");
     let state = acme.join(app.as_str()).join("lego");
     std::fs::create_dir_all(&state).at("create directory", &state)?;
+    // One ACME account per CA and email for all apps (CAs limit new accounts).
+    let accounts = acme.join("accounts");
+    std::fs::create_dir_all(&accounts).at("create directory", &accounts)?;
+    // Account keys and certificate keys are the piku user's alone (acme/
+    // itself stays readable: nginx serves the challenges from it).
+    for private in [&accounts, &acme.join(app.as_str())] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(private, std::fs::Permissions::from_mode(0o700)).at("set the mode of", private)?;
+    }
+    if std::fs::symlink_metadata(state.join("accounts")).is_err() {
+        std::os::unix::fs::symlink("../../accounts", state.join("accounts")).at("link", &state.join("accounts"))?;
+    }
     let log_path = acme.join(app.as_str()).join("lego.log");
     let log = std::fs::File::create(&log_path).at("create", &log_path)?;
     let mut cmd = Command::new(&lego);

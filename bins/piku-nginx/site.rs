@@ -142,10 +142,8 @@ impl Front<'_> {
         let pass = if upstream.as_ref().is_some_and(|u| u.uwsgi) { "uwsgi" } else { "proxy" };
         let cache = cache(root, app, env)?;
         let mut locations = Vec::new();
-        if let Some(prefixes) = cache_prefixes(env)? {
-            if cache.is_some() {
-                locations.push(Location { pattern: format!("~* ^/({prefixes})"), cache: true });
-            }
+        if let (Some(prefixes), Some(_)) = (cache_prefixes(env)?, &cache) {
+            locations.push(Location { pattern: format!("~* ^/({prefixes})"), cache: true });
         }
         locations.push(Location { pattern: "/".into(), cache: false });
         let cloudflare = envfile::flag(env, "NGINX_CLOUDFLARE_ACL", false);
@@ -332,10 +330,10 @@ fn cloudflare_acl(root: &Root, ipv6: bool) -> Result<Vec<String>> {
         return Err(Error::new(format!("no Cloudflare ranges in {}; run 'piku-nginx --refresh-cloudflare' or remove that file", refreshed.display())));
     }
     // The deployer, as sshd tells us ("client-ip client-port server-port").
-    if let Some(ip) = std::env::var("SSH_CLIENT").ok().and_then(|c| c.split_whitespace().next().and_then(parse_range)) {
-        if !acl.contains(&ip) {
-            acl.push(ip);
-        }
+    if let Some(ip) = std::env::var("SSH_CLIENT").ok().and_then(|c| c.split_whitespace().next().and_then(parse_range))
+        && !acl.contains(&ip)
+    {
+        acl.push(ip);
     }
     acl.push("127.0.0.1".into());
     if ipv6 {

@@ -253,6 +253,10 @@ fn an_unreachable_ca_falls_back_to_self_signed_and_renew_fails_clearly() {
     assert!(r.stderr.contains("served over HTTPS with a self-signed certificate: ACME failed"), "{}", r.stderr);
     assert!(r.stderr.contains("Live at http://down.example.com/"), "{}", r.stderr);
     assert!(s.read("acme/down/CERT").contains("CA=self-signed"));
+    for private in ["acme/down", "acme/accounts"] {
+        assert_eq!(std::fs::metadata(s.root().join(private)).unwrap().permissions().mode() & 0o777, 0o700, "{private}");
+    }
+    assert_eq!(std::fs::read_link(s.root().join("acme/down/lego/accounts")).unwrap(), std::path::Path::new("../../accounts"));
     let r = s.ssh("certs:renew").fails(1, "could not renew the certificate of down");
     assert!(r.stderr.contains("renewing the certificate for down.example.com from https://127.0.0.1:9/dir"), "{}", r.stderr);
 
