@@ -227,7 +227,11 @@ fn reserved_names_get_a_private_self_signed_certificate_for_every_name() {
     s.piku(&["config:set", "tls", "NGINX_SERVER_NAME=one.example.test three.example.test"]).ok();
     assert_ne!(s.read("nginx/tls.crt"), before);
     assert!(s.read("acme/tls/CERT").contains("NAMES=one.example.test three.example.test"));
-    // --renew: nothing to do for a name no CA certifies.
+    // certs:renew (the front door) / --renew: nothing to do for a name no CA
+    // certifies; a key limited to some apps may not run it.
+    s.ssh_as("ana", "tls", "certs:renew").fails(1, "may not run 'certs:renew'");
+    let r = s.ssh("certs:renew tls").ok();
+    assert!(r.stderr.contains("'tls': self-signed"), "{}", r.stderr);
     let r = s.tool("piku-nginx", &["--renew"]).ok();
     assert!(r.stderr.contains("'tls': self-signed (Let's Encrypt does not certify reserved names"), "{}", r.stderr);
     // destroy takes the certificate, the key and the ACME state away.
@@ -296,4 +300,9 @@ fn refresh_cloudflare_saves_checked_ranges_and_keeps_the_old_list_on_garbage() {
     let conf = s.read("nginx/cf.conf");
     assert!(conf.contains("  allow 198.51.100.0/24;\n  allow 203.0.113.7;\n  allow 127.0.0.1;\n  deny all;\n"), "{conf}");
     assert!(!conf.contains("2001:db8"), "{conf}");
+    // With IPv6 (where this machine has it), the IPv6 ranges and ::1 too.
+    deploy(&s, "cf6", &[("Procfile", "static: p\n"), ("ENV", "NGINX_SERVER_NAME=cf6.example.test\nNGINX_CLOUDFLARE_ACL=1\n"), ("p/i", "x")]);
+    let conf = s.read("nginx/cf6.conf");
+    let v6 = std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|t| !t.trim().is_empty());
+    assert_eq!(conf.contains("  allow 2001:db8::/32;\n") && conf.contains("  allow ::1;\n"), v6, "{conf}");
 }
