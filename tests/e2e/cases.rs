@@ -36,6 +36,7 @@ pub const ALL: &[Case] = &[
     Case { name: "nginx_cloudflare_acl", app: "nginx-cf", run: crate::nginx_cases::nginx_cloudflare_acl },
     Case { name: "nginx_bad_input", app: "nginx-bad", run: crate::nginx_cases::nginx_bad_input },
     Case { name: "nginx_wsgi_cache", app: "nginx-wsgi-cache", run: crate::nginx_cases::nginx_wsgi_cache },
+    Case { name: "nginx_default_site", app: "nginx-default", run: crate::nginx_cases::nginx_default_site },
     Case { name: "nginx_tls_with_pebble", app: "nginx-tls", run: crate::nginx_cases::nginx_tls_with_pebble },
 ];
 

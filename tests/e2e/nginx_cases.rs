@@ -533,3 +533,56 @@ pub fn nginx_wsgi_cache(s: &Server) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// share/nginx/default-site.conf as install.sh installs it (IPv4 only, on
+/// this run's free ports), in an nginx of its own: an unknown name gets the
+/// 404 on HTTP and no TLS handshake on HTTPS.
+pub fn nginx_default_site(s: &Server) -> Result<(), String> {
+    let dir = s.work.join("default-site");
+    std::fs::create_dir_all(dir.join("empty")).map_err(|e| e.to_string())?;
+    let (http, https) = (free_port(), free_port());
+    let site = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/share/nginx/default-site.conf")).map_err(|e| e.to_string())?;
+    let site: String = site
+        .lines()
+        .filter(|l| !l.contains("listen [::]"))
+        .map(|l| {
+            l.replace("listen 80 ", &format!("listen 127.0.0.1:{http} "))
+                .replace("listen 443 ", &format!("listen 127.0.0.1:{https} "))
+                .replace("/home/piku/.piku/nginx/*.conf", &format!("{}/empty/*.conf", dir.display()))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.join("site.conf"), &site).map_err(|e| e.to_string())?;
+    let d = dir.display();
+    let main = format!(
+        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  include /etc/nginx/mime.types;\n  access_log off;\n\
+         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         include {d}/site.conf;\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), main).map_err(|e| e.to_string())?;
+    let conf = dir.join("nginx.conf");
+    run(Command::new("/usr/sbin/nginx").arg("-t").arg("-q").arg("-c").arg(&conf), None, COMMAND_TIMEOUT).ok("nginx -t with the default site")?;
+    run(Command::new("/usr/sbin/nginx").arg("-c").arg(&conf), None, COMMAND_TIMEOUT).ok("nginx with the default site")?;
+    let result = (|| {
+        let curl = |url: String| run(Command::new("curl").args(["-sS", "-k", "--noproxy", "*", "--max-time", "5", "-H", "Host: nobody.example.test"]).arg(url), None, Duration::from_secs(10));
+        let out = wait_for(Duration::from_secs(10), || {
+            let out = curl(format!("http://127.0.0.1:{http}/"));
+            if out.code == 0 { Ok(out) } else { Err(out.stderr) }
+        })?;
+        expect_text(&out.stdout, "No app is deployed under this name", "http to an unknown name")?;
+        let out = run(
+            Command::new("curl").args(["-sS", "-k", "--noproxy", "*", "--max-time", "5", "--resolve"]).arg(format!("nobody.example.test:{https}:127.0.0.1")).arg(format!("https://nobody.example.test:{https}/")),
+            None,
+            Duration::from_secs(10),
+        );
+        if out.code == 0 {
+            return Err(format!("an unknown name got an HTTPS answer:\n{}", indent(&out.all())));
+        }
+        expect_text(&out.stderr, "unrecognized name", "curl's error for the refused handshake")
+    })();
+    let pid = std::fs::read_to_string(dir.join("nginx.pid")).unwrap_or_default();
+    if let Ok(pid) = pid.trim().parse::<i32>() {
+        let _ = Command::new("kill").args(["-QUIT", &pid.to_string()]).status();
+    }
+    result
+}
