@@ -202,6 +202,7 @@ fn write_tree(repo: &gix::Repository, tree: &gix::Tree<'_>, dir: &Path, prefix: 
             kind @ (EntryKind::Blob | EntryKind::BlobExecutable) => {
                 let blob = repo.find_blob(oid).map_err(|e| Error::new(format!("missing blob {oid}: {e}")))?;
                 std::fs::write(&path, &blob.data).at("write", &path)?;
+                piku::mapped::note_read(blob.data.len());
                 let mode = if kind == EntryKind::BlobExecutable { 0o755 } else { 0o644 };
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).at("set the mode of", &path)?;
             }

@@ -324,7 +324,7 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
         atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
         let live = enabled.join(name);
         if restart || !live.exists() {
-            atomic::write_file(&live, text.as_bytes(), 0o644)?;
+            atomic::write_file_newer(&live, text.as_bytes(), 0o644)?;
             output::step(format!("Spawning {app}:{}", worker_label(app, name)));
         }
     }

@@ -398,7 +398,16 @@ fn run_chain(root: &Root, app: &AppName, id: &str) -> Result<()> {
 fn run(root: &Root, app: &AppName, cmd: &[&str]) -> Result<()> {
     let env = envfile::read_literal(&root.live_env_file(app))?
         .ok_or_else(|| Error::new(format!("app '{app}' has no live environment yet; push to deploy it")))?;
-    let line = if cmd.len() == 1 { cmd[0].to_string() } else { shell_words::join(cmd) };
+    // As piku's command line reads it, the first `--` only ends options:
+    // `run app -- ls -al` and `run app ls -- -al` both run `ls -al`.
+    let mut cmd = cmd.to_vec();
+    if let Some(i) = cmd.iter().position(|w| *w == "--") {
+        cmd.remove(i);
+    }
+    if cmd.is_empty() {
+        return Err(Error::usage(format!("run {app} needs a command, e.g. run {app} -- ls -al")));
+    }
+    let line = if cmd.len() == 1 { cmd[0].to_string() } else { shell_words::join(&cmd) };
     exec(Command::new("sh").args(["-c", &line]).current_dir(root.app_dir(app)).envs(&env))
 }
 

@@ -8,6 +8,7 @@ pub mod envfile;
 pub mod error;
 pub mod lock;
 pub mod logtail;
+pub mod mapped;
 pub mod output;
 pub mod paths;
 pub mod process;

@@ -239,3 +239,34 @@ pub fn forget(root: &Root, app: &AppName) -> Result<()> {
 pub fn say_self_signed(app: &AppName, why: &str) {
     output::warn(format!("'{app}' is served over HTTPS with a self-signed certificate: {why}"));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca(settings: &str, app_ca: Option<&str>, names: &[&str]) -> std::result::Result<String, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("settings"), settings).unwrap();
+        let settings = Settings::load(&Root::at(dir.path())).unwrap();
+        let env: Env = app_ca.map(|c| ("ACME_ROOT_CA".to_string(), c.to_string())).into_iter().collect();
+        wanted_ca(&settings, &env, &names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_ca_is_the_apps_then_the_servers_then_lets_encrypt() {
+        assert_eq!(ca("", None, &["a.example.com"]).unwrap(), LETSENCRYPT);
+        assert_eq!(ca("ACME_ROOT_CA=https://ca.test/dir\n", None, &["a.example.com"]).unwrap(), "https://ca.test/dir");
+        assert_eq!(ca("ACME_ROOT_CA=https://ca.test/dir\n", Some("letsencrypt_test"), &["a.example.com"]).unwrap(), LETSENCRYPT_STAGING);
+        assert_eq!(ca("", Some("https://pebble:14000/dir"), &["a.example.test"]).unwrap(), "https://pebble:14000/dir");
+    }
+
+    #[test]
+    fn some_names_and_settings_mean_self_signed() {
+        assert!(ca("", None, &["a.example.test"]).unwrap_err().contains("reserved names"));
+        assert!(ca("", None, &["*.example.com"]).unwrap_err().contains("cannot be validated over HTTP"));
+        assert!(ca("", None, &["localhost"]).unwrap_err().contains("single-label"));
+        assert!(ca("", Some("none"), &["a.example.com"]).unwrap_err().contains("off"));
+        assert!(ca("ACME_CLIENT=none\n", None, &["a.example.com"]).unwrap_err().contains("ACME_CLIENT=none"));
+        assert!(ca("", Some("http://plain/dir"), &["a.example.com"]).unwrap_err().contains("not an https://"));
+    }
+}

@@ -83,13 +83,20 @@ pub fn test_config(root: &Root, settings: &Settings, app: &AppName, conf: &str) 
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("[emerg]") || l.contains("[error]") || l.contains("failed")).collect();
     // As an unprivileged user nginx cannot bind ports 80/443; it binds only
     // after it has read the whole configuration, so that alone means "valid".
-    if !lines.is_empty() && lines.iter().all(|l| l.contains("bind() to") && l.contains("(13: Permission denied)")) {
+    if only_bind_denied(&text) {
         return Ok(());
     }
     Err(Error::new(format!(
         "nginx rejected the configuration of '{app}'; the previous one stays live:\n{}",
         if lines.is_empty() { text.trim().to_string() } else { lines.join("\n") }
     )))
+}
+
+/// nginx's errors are only "cannot bind a privileged port" (IPv4 or IPv6):
+/// the configuration itself was read and accepted.
+fn only_bind_denied(stderr: &str) -> bool {
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("[emerg]") || l.contains("[error]")).collect();
+    !errors.is_empty() && errors.iter().all(|l| l.contains("bind() to") && l.contains("(13: Permission denied)"))
 }
 
 /// Ask nginx to reload: the one place that does (settings: NGINX_RELOAD;
@@ -101,4 +108,39 @@ pub fn reload(settings: &Settings) -> Result<()> {
     process::run_captured(Command::new(prog).args(args), &format!("reloading nginx ({command})"))
         .map_err(|e| Error::new(format!("{}\nThe configuration on disk is valid; reload nginx by hand.", e.message)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_privileged_port_alone_is_not_a_configuration_error() {
+        let v6 = "nginx: [emerg] bind() to [::]:80 failed (13: Permission denied)\n\
+                  nginx: configuration file /x/nginx.conf test failed\n";
+        assert!(only_bind_denied(v6));
+        let v4 = "nginx: [emerg] bind() to 0.0.0.0:80 failed (13: Permission denied)\n";
+        assert!(only_bind_denied(v4));
+    }
+
+    #[test]
+    fn any_other_error_is_one() {
+        let bad = "nginx: [emerg] unknown directive \"bogus\" in /x/apps/a.conf:3\n\
+                   nginx: configuration file /x/nginx.conf test failed\n";
+        assert!(!only_bind_denied(bad));
+        let both = "nginx: [emerg] bind() to [::]:80 failed (13: Permission denied)\n\
+                    nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use)\n";
+        assert!(!only_bind_denied(both));
+        assert!(!only_bind_denied("nginx: configuration file /x/nginx.conf test failed\n"));
+    }
+
+    #[test]
+    fn http2_follows_the_version() {
+        assert_eq!(http2_from("nginx version: nginx/1.22.1\nbuilt with OpenSSL\n"), Http2::Listen);
+        assert_eq!(http2_from("nginx version: nginx/1.25.1\n"), Http2::Directive);
+        assert_eq!(http2_from("nginx version: nginx/1.27.0\nconfigure arguments: --with-http_v2_module --with-http_ssl_module\n"), Http2::Directive);
+        assert_eq!(http2_from("nginx version: nginx/1.24.0\nconfigure arguments: --with-http_ssl_module\n"), Http2::Off);
+        assert_eq!(http2_from("nginx version: nginx/1.25.0\n"), Http2::Listen);
+        assert_eq!(http2_from(""), Http2::Off);
+    }
 }

@@ -353,3 +353,49 @@ fn include_file(rel: &Release, env: &Env) -> Result<String> {
     let text = envfile::expand_vars(&text, env);
     Ok(text.lines().map(|l| if l.trim().is_empty() { String::new() } else { format!("  {}", l.trim_end()) }).collect::<Vec<_>>().join("\n"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn server_names_split_on_commas_and_blanks_once_each() {
+        let names = server_names(&env(&[("NGINX_SERVER_NAME", "a.test, b.test  c.test,a.test")])).unwrap().unwrap();
+        assert_eq!(names, ["a.test", "b.test", "c.test"]);
+        assert!(server_names(&env(&[("NGINX_SERVER_NAME", " ")])).unwrap().is_none());
+        for bad in ["a.test;x", "a{", "b}", "a.test\nlisten 1"] {
+            let err = server_names(&env(&[("NGINX_SERVER_NAME", bad)])).unwrap_err();
+            assert!(err.message.starts_with("NGINX_SERVER_NAME contains"), "{bad:?}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn cache_prefixes_become_a_literal_alternation() {
+        assert_eq!(cache_prefixes(&env(&[("NGINX_CACHE_PREFIXES", "/api, static.v2,/img/")])).unwrap().unwrap(), "api|static\\.v2|img/");
+        assert!(cache_prefixes(&env(&[])).unwrap().is_none());
+        assert!(cache_prefixes(&env(&[("NGINX_CACHE_PREFIXES", "/a|b")])).unwrap_err().message.contains("NGINX_CACHE_PREFIXES"));
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert_eq!(parse_range("173.245.48.0/20").as_deref(), Some("173.245.48.0/20"));
+        assert_eq!(parse_range("2400:cb00::/32").as_deref(), Some("2400:cb00::/32"));
+        assert_eq!(parse_range("10.0.0.1").as_deref(), Some("10.0.0.1"));
+        for bad in ["10.0.0.0/33", "::/129", "<html>", "1.2.3.4/x", "1.2.3.4; deny"] {
+            assert_eq!(parse_range(bad), None, "{bad}");
+        }
+        assert!(CLOUDFLARE_IPS.lines().filter(|l| !l.starts_with('#')).all(|l| parse_range(l).is_some()));
+    }
+
+    #[test]
+    fn cache_numbers_are_whole() {
+        assert_eq!(number(&env(&[("NGINX_CACHE_TIME", "60")]), "NGINX_CACHE_TIME", 3600, "seconds").unwrap(), 60);
+        assert_eq!(number(&env(&[]), "NGINX_CACHE_TIME", 3600, "seconds").unwrap(), 3600);
+        let err = number(&env(&[("NGINX_CACHE_TIME", "1.5")]), "NGINX_CACHE_TIME", 3600, "seconds").unwrap_err();
+        assert_eq!(err.message, "NGINX_CACHE_TIME must be a whole number of seconds, not \"1.5\"");
+    }
+}

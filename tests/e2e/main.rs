@@ -11,6 +11,7 @@
 //! stop once, and a case that cannot run is reported as skipped.
 
 mod bench;
+mod build_cases;
 mod cases;
 mod more_cases;
 mod nginx_cases;
@@ -22,6 +23,11 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// A case that cannot run on this machine (a toolchain is missing or needs a
+/// network it cannot reach) returns `Err(format!("{SKIPPED}<why>"))`: it is
+/// reported and counted as skipped, never as passed.
+pub const SKIPPED: &str = "skipped: ";
 
 unsafe extern "C" {
     fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
@@ -102,6 +108,10 @@ fn main() -> ExitCode {
             Ok(()) => {
                 println!("test {} ... ok ({:.1} s)", case.name, started.elapsed().as_secs_f64());
                 passed += 1;
+            }
+            Err(e) if e.starts_with(SKIPPED) => {
+                println!("test {} ... skipped ({})", case.name, &e[SKIPPED.len()..]);
+                skipped += 1;
             }
             Err(e) => {
                 println!("test {} ... FAILED ({:.1} s)", case.name, started.elapsed().as_secs_f64());
