@@ -73,7 +73,7 @@ HOOKS_DIR=/usr/local/share/piku/hooks
 TOOLS="piku piku-receive piku-build piku-config piku-uwsgi piku-nginx"
 PACKAGES="git openssh-server openssh-client nginx uwsgi uwsgi-plugin-python3 python3
     python3-virtualenv virtualenv python3-venv python3-pip sudo curl ca-certificates
-    util-linux build-essential pkg-config"
+    util-linux build-essential pkg-config openssl lego"
 export DEBIAN_FRONTEND=noninteractive
 
 # install_file MODE SRC DST: copy SRC to DST unless it is already the same.
@@ -251,14 +251,14 @@ rm -f "$site.old"
 if [ -d /run/systemd/system ]; then
     step "Installing and starting the systemd units"
     units_changed=false
-    for u in uwsgi-piku.service piku-nginx.path piku-nginx.service; do
+    for u in uwsgi-piku.service piku-nginx.path piku-nginx.service piku-certs.service piku-certs.timer; do
         if install_file 644 "share/systemd/$u" "/etc/systemd/system/$u"; then units_changed=true; fi
     done
     if $units_changed; then systemctl daemon-reload; fi
     nginx_was_up=false; emperor_was_up=false
     if systemctl -q is-active nginx; then nginx_was_up=true; fi
     if systemctl -q is-active uwsgi-piku.service; then emperor_was_up=true; fi
-    systemctl enable --now ssh nginx uwsgi-piku.service piku-nginx.path
+    systemctl enable --now ssh nginx uwsgi-piku.service piku-nginx.path piku-certs.timer
     if $nginx_changed && $nginx_was_up; then systemctl reload nginx; fi
     if { $units_changed || $ini_changed; } && $emperor_was_up; then systemctl restart uwsgi-piku.service; fi
 else

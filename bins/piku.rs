@@ -93,6 +93,7 @@ fn dispatch(root: &Root, args: &[String]) -> Result<()> {
         ["logs", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--logs", app, rest),
         ["ps:scale", app, pairs @ ..] if !pairs.is_empty() => scale(root, &release::existing_app(root, app)?, pairs),
         ["destroy", app] => destroy(root, &release::existing_app(root, app)?),
+        ["certs:renew", apps @ ..] => exec(Command::new(paths::tool("piku-nginx")).arg("--renew").args(apps)),
         [cmd, ..] if is_known(cmd) => Err(Error::usage(format!("wrong arguments for '{cmd}'; see 'help'"))),
         [cmd, rest @ ..] => match plugin(root, cmd) {
             Some(path) => exec(Command::new(path).args(rest).env("PIKU_ROOT", &root.root)),

@@ -45,6 +45,13 @@ pub const ALL: &[Case] = &[
     Case { name: "zero_downtime_redeploys", app: "zero-app", run: crate::zero_cases::zero_downtime_redeploys },
     Case { name: "zero_failing_health_check", app: "zero-fail", run: crate::zero_cases::failing_health_check_keeps_live },
     Case { name: "zero_downtime_wsgi", app: "zero-wsgi", run: crate::zero_cases::zero_downtime_wsgi },
+    Case { name: "nginx_options", app: "nginx-options", run: crate::nginx_cases::nginx_options },
+    Case { name: "nginx_static_https_only", app: "nginx-spa", run: crate::nginx_cases::nginx_static_https_only },
+    Case { name: "nginx_cloudflare_acl", app: "nginx-cf", run: crate::nginx_cases::nginx_cloudflare_acl },
+    Case { name: "nginx_bad_input", app: "nginx-bad", run: crate::nginx_cases::nginx_bad_input },
+    Case { name: "nginx_wsgi_cache", app: "nginx-wsgi-cache", run: crate::nginx_cases::nginx_wsgi_cache },
+    Case { name: "nginx_default_site", app: "nginx-default", run: crate::nginx_cases::nginx_default_site },
+    Case { name: "nginx_tls_with_pebble", app: "nginx-tls", run: crate::nginx_cases::nginx_tls_with_pebble },
 ];
 
 /// A static site: `static: public`, served by nginx from the release tree.

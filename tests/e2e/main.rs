@@ -14,6 +14,7 @@ mod bench;
 mod build_cases;
 mod cases;
 mod more_cases;
+mod nginx_cases;
 mod client;
 mod server;
 mod zero_cases;

@@ -11,4 +11,5 @@ mod client;
 mod config;
 mod deploy;
 mod front_door;
+mod nginx;
 mod workers;
