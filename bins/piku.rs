@@ -36,6 +36,7 @@ Config:
 
 Server:
   setup                         create ~/.piku and the uWSGI emperor's config
+  certs:renew [<app>...]        renew the TLS certificates that are due, reload nginx
   setup:ssh [--name NAME] [--apps APP,...] <pubkey-file|->
                                 allow an ssh key (forced to this command),
                                 optionally only for some existing apps
