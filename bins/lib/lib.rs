@@ -10,6 +10,7 @@ pub mod error;
 pub mod lock;
 pub mod logtail;
 pub mod mapped;
+pub mod nginx_workers;
 pub mod output;
 pub mod paths;
 pub mod process;

@@ -105,8 +105,12 @@ pub fn reload(settings: &Settings) -> Result<()> {
     let command = settings.get_or("NGINX_RELOAD", "nginx -s reload");
     let argv = shell_words::split(&command).map_err(|e| Error::new(format!("NGINX_RELOAD {command:?} does not parse: {e}")))?;
     let Some((prog, args)) = argv.split_first() else { return Err(Error::new("NGINX_RELOAD is empty")) };
+    let before = piku::nginx_workers::serving();
     process::run_captured(Command::new(prog).args(args), &format!("reloading nginx ({command})"))
         .map_err(|e| Error::new(format!("{}\nThe configuration on disk is valid; reload nginx by hand.", e.message)))?;
+    // nginx reloads after the command returns: wait until a worker with the
+    // new configuration serves, so "live" is true when we say it.
+    piku::nginx_workers::wait_for_new(&before, std::time::Duration::from_secs(5));
     Ok(())
 }
 

@@ -191,7 +191,7 @@ pub fn retire(root: &Root, app: &AppName) -> Result<()> {
     // nginx workers from before the reload finish their requests (to the
     // previous workers) before they exit: wait for them, a while.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while nginx_workers_shutting_down() && Instant::now() < deadline {
+    while piku::nginx_workers::any_retiring() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
     for name in old(&wanted(root)?)? {
@@ -202,10 +202,3 @@ pub fn retire(root: &Root, app: &AppName) -> Result<()> {
     Ok(())
 }
 
-/// Does an nginx worker from before a reload still finish its requests?
-fn nginx_workers_shutting_down() -> bool {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return false };
-    procs.flatten().any(|p| {
-        std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"nginx: worker process is shutting down"))
-    })
-}

@@ -86,12 +86,21 @@ fn static_site(s: &Server) -> Result<(), String> {
     let app = static_app(s, "static-site", host, "static one");
     app.commit("first")?;
     let out = app.deploy("main")?;
+    // "Live" when the push ends: the very first request, no retry, is the app's.
+    let (code, body) = crate::client::curl(s, host, "/");
+    if code != 200 || !body.contains("static one") {
+        return Err(with_push(format!("the first request after the push got {code}: {body}"), &out));
+    }
     serves(s, host, "/", "static one").map_err(|e| with_push(e, &out))?;
 
     app.write("public/index.html", &page_html("static two"));
     app.commit("second")?;
     let out = app.deploy("main")?;
-    serves(s, host, "/", "static two").map_err(|e| with_push(e, &out))
+    let (code, body) = crate::client::curl(s, host, "/");
+    if code != 200 || !body.contains("static two") {
+        return Err(with_push(format!("the first request after the second push got {code}: {body}"), &out));
+    }
+    Ok(())
 }
 
 fn generic_app(s: &Server) -> Result<(), String> {
