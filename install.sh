@@ -73,7 +73,7 @@ HOOKS_DIR=/usr/local/share/piku/hooks
 TOOLS="piku piku-receive piku-build piku-config piku-uwsgi piku-nginx"
 PACKAGES="git openssh-server openssh-client nginx uwsgi uwsgi-plugin-python3 python3
     python3-virtualenv virtualenv python3-venv python3-pip sudo curl ca-certificates
-    util-linux build-essential pkg-config"
+    util-linux build-essential pkg-config openssl lego"
 export DEBIAN_FRONTEND=noninteractive
 
 # install_file MODE SRC DST: copy SRC to DST unless it is already the same.
@@ -112,6 +112,23 @@ else
     note "all present"
 fi
 
+# uv, for Python apps with a pyproject.toml (piku-build runs `uv sync`): not
+# packaged by Debian 12, whose pip refuses to install system-wide ("externally
+# managed"), so it goes into a virtualenv of its own under /usr/local/lib/piku,
+# linked onto every user's PATH. Optional: without PyPI, uv apps get a clear
+# error at deploy time. PIKU_NO_UV=1 leaves it out.
+UV_DIR=/usr/local/lib/piku/uv
+if [ "${PIKU_NO_UV:-}" != 1 ] && ! command -v uv >/dev/null; then
+    step "Installing uv (from PyPI) into $UV_DIR"
+    if /usr/bin/python3 -m venv "$UV_DIR" && "$UV_DIR/bin/pip" install -q --disable-pip-version-check uv; then
+        ln -sfn "$UV_DIR/bin/uv" "$BIN_DIR/uv"
+        note "$("$BIN_DIR/uv" --version)"
+    else
+        rm -rf "$UV_DIR"
+        note "could not install uv (is PyPI reachable?); uv apps will not build until it is installed"
+    fi
+fi
+
 step "Building the tools (cargo build --release --locked)"
 # cargo from PATH or root's ~/.cargo; else, under sudo, the invoking user's
 # ~/.cargo, and then the build runs as that user.
@@ -132,6 +149,12 @@ rust_ok() { # rustc reports 1.89 or newer
     v=$("${builder[@]}" rustc "$@" --version 2>/dev/null | awk '{print $2}') || return 1
     [ -n "$v" ] && [ "$(printf '%s\n1.89.0\n' "$v" | sort -V | head -n1)" = 1.89.0 ]
 }
+# Debian's cargo (for Rust apps) is too old to build piku: prefer a rustup one.
+if ! rust_ok 2>/dev/null; then
+    for dir in "${HOME:-/root}/.cargo/bin" /root/.cargo/bin; do
+        if [ -x "$dir/cargo" ]; then PATH="$dir:$PATH"; break; fi
+    done
+fi
 toolchain=""
 if ! command -v cargo >/dev/null || ! rust_ok; then
     if command -v rustup >/dev/null; then
@@ -228,14 +251,14 @@ rm -f "$site.old"
 if [ -d /run/systemd/system ]; then
     step "Installing and starting the systemd units"
     units_changed=false
-    for u in uwsgi-piku.service piku-nginx.path piku-nginx.service; do
+    for u in uwsgi-piku.service piku-nginx.path piku-nginx.service piku-certs.service piku-certs.timer; do
         if install_file 644 "share/systemd/$u" "/etc/systemd/system/$u"; then units_changed=true; fi
     done
     if $units_changed; then systemctl daemon-reload; fi
     nginx_was_up=false; emperor_was_up=false
     if systemctl -q is-active nginx; then nginx_was_up=true; fi
     if systemctl -q is-active uwsgi-piku.service; then emperor_was_up=true; fi
-    systemctl enable --now ssh nginx uwsgi-piku.service piku-nginx.path
+    systemctl enable --now ssh nginx uwsgi-piku.service piku-nginx.path piku-certs.timer
     if $nginx_changed && $nginx_was_up; then systemctl reload nginx; fi
     if { $units_changed || $ini_changed; } && $emperor_was_up; then systemctl restart uwsgi-piku.service; fi
 else

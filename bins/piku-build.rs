@@ -2,7 +2,9 @@
 //!
 //!   piku-build <app> <release-id>
 //!       detect the runtime (piku's rules and order, first match wins; see
-//!       piku-build/runtimes.rs), install its dependencies and record the result
+//!       piku-build/runtimes.rs), run the Procfile's `preflight` task (in the
+//!       tree, with the environment piku-config resolves for the release; a
+//!       failure stops the build), install its dependencies and record the result
 //!       in releases/<app>/<id>.build (RUNTIME, VIRTUAL_ENV, NODE_PATH,
 //!       PATH_PREFIX, BUILD_CACHE), which piku-config turns into the app's
 //!       environment.
@@ -73,6 +75,9 @@ fn build(root: &Root, rel: &Release) -> Result<()> {
     let ctx = Ctx::new(root, rel)?;
     let runtime = runtimes::detect(&ctx, &procfile)?;
     runtimes::check_tools(&ctx, runtime)?;
+    if procfile.has("preflight") {
+        run_preflight(rel)?;
+    }
 
     let env_root = root.env_dir(&rel.app);
     std::fs::create_dir_all(&env_root).at("create directory", &env_root)?;
@@ -153,7 +158,8 @@ fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Res
     if let Some(out) = &out {
         mark_complete(out)?;
     }
-    mark_complete(&cache)
+    // A reused cache is left as it is: its marker tells when it was made.
+    if new_cache { mark_complete(&cache) } else { Ok(()) }
 }
 
 /// What the build knows about the app: its release, and its environment as
@@ -361,9 +367,20 @@ fn run_task(rel: &Release, task: &str) -> Result<()> {
     let env = envfile::read_literal(&rel.fact_file("env"))?
         .ok_or_else(|| Error::new(format!("release {} of '{}' has no resolved environment; run piku-config first", rel.id, rel.app)))?;
     output::step(format!("Running {task} task: {command}"));
-    let mut cmd = Command::new("sh");
+    // /bin/sh by its path: the app's PATH need not hold the system's directories.
+    let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", command]).current_dir(&rel.dir).env_clear().envs(&env).env("PWD", &rel.dir).env("PROC_TYPE", task);
     process::run_streamed(&mut cmd, &format!("the {task} task of '{}'", rel.app))
+}
+
+/// The `preflight` task, before anything is installed: its environment is
+/// resolved by piku-config (without this build's facts, which do not exist
+/// yet; the chain resolves it again after the build).
+fn run_preflight(rel: &Release) -> Result<()> {
+    let mut config = Command::new(piku::paths::tools_dir().join("piku-config"));
+    config.args([rel.app.as_str(), rel.id.as_str()]);
+    process::run_streamed(&mut config, &format!("resolving the environment of '{}' for its preflight task", rel.app))?;
+    run_task(rel, "preflight")
 }
 
 /// Remove every directory in envs/<app>: the dependency environments (and a

@@ -2,8 +2,13 @@
 //!
 //!   piku-config <app> <release-id>   resolve the environment of a new release
 //!                                    into releases/<app>/<id>.env (staged)
-//!   piku-config <app>                re-resolve the live release and publish
-//!                                    envs/<app>/LIVE_ENV
+//!   piku-config --publish <app>      (in the chain, after the switch) publish the
+//!                                    live release's resolved environment as
+//!                                    envs/<app>/LIVE_ENV, and its ports for nginx
+//!   piku-config <app>                keep the live release's facts in step with
+//!                                    LIVE_ENV; give new web instances ports (ps:scale)
+//!   piku-config --recolour <app> <release-id>   (restart, rollback) the release's
+//!                                    own environment, moved to the other colour's ports
 //!   piku-config --show|--live <app> [--json]
 //!   piku-config --get <app> KEY
 //!   piku-config --set <app> KEY=VALUE...   (stores envs/<app>/ENV only)
@@ -13,15 +18,22 @@
 //!   piku-config --destroy <app>   remove envs/<app> (after the other tools removed theirs)
 //!
 //! Layers, later wins: bootstrap (APP, LOG_ROOT, DATA_ROOT, HOME, USER, PATH,
-//! PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT
-//! (chosen once, kept across deploys), BIND_ADDRESS, NGINX_IPV4/6_ADDRESS.
+//! PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT,
+//! BIND_ADDRESS, NGINX_IPV4/6_ADDRESS.
+//!
+//! PORT: an app behind nginx has two sets of ports, blue and green (PORTS);
+//! each deploy runs the new release on the colour that is not live, so it can
+//! start beside the live one. The user may set PORT: then, and for an app not
+//! behind nginx (its users reach PORT directly), PORT stays put and workers
+//! restart in place.
 
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
 use piku::release::{self, Release};
 use piku::scaling;
 use piku::settings::Settings;
-use piku::{AppName, Root, atomic, output};
+use piku::{AppName, Root, atomic, output, vassals};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -37,6 +49,15 @@ fn main() -> ExitCode {
             ["--unset", app, keys @ ..] if !keys.is_empty() => unset(&root, &release::existing_app(&root, app)?, keys),
             ["--restore", app] => restore(&root, &release::existing_app(&root, app)?),
             ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
+            ["--recolour", app, id] => recolour(&root, &Release::open(&root, &AppName::parse(app)?, id)?),
+            ["--publish", app] => {
+                let app = AppName::parse(app)?;
+                let rel = Release::live_or_err(&root, &app)?;
+                let env = envfile::read_literal(&rel.fact_file("env"))?
+                    .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; run piku-config {app} {} first", rel.id, rel.id)))?;
+                write_env(&root.live_env_file(&app), &env)?;
+                sync_live_ports(&root, &app, &env)
+            }
             [app, id] if !app.starts_with('-') => {
                 let app = AppName::parse(app)?;
                 let rel = Release::open(&root, &app, id)?;
@@ -46,12 +67,17 @@ fn main() -> ExitCode {
             [app] if !app.starts_with('-') => {
                 let app = AppName::parse(app)?;
                 let rel = Release::live_or_err(&root, &app)?;
-                let env = resolve(&root, &rel)?;
-                write_env(&rel.fact_file("env"), &env)?;
-                write_env(&root.live_env_file(&app), &env)
+                let env = envfile::read_literal(&root.live_env_file(&app))?
+                    .ok_or_else(|| Error::new(format!("app '{app}' has no LIVE_ENV yet; deploy it first")))?;
+                // A deploy that failed after resolving the live release again
+                // leaves its facts ahead of what runs: put them back.
+                if envfile::read_literal(&rel.fact_file("env"))?.as_ref() != Some(&env) {
+                    write_env(&rel.fact_file("env"), &env)?;
+                }
+                sync_live_ports(&root, &app, &env)
             }
             _ => Err(Error::usage(
-                "usage: piku-config <app> [<release-id>] | --show|--live <app> [--json] | --get <app> KEY | --set <app> KEY=VALUE... | --unset <app> KEY... | --restore|--destroy <app>",
+                "usage: piku-config <app> [<release-id>] | --publish <app> | --recolour <app> <release-id> | --show|--live <app> [--json] | --get <app> KEY | --set <app> KEY=VALUE... | --unset <app> KEY... | --restore|--destroy <app>",
             )),
         }
     })
@@ -79,6 +105,7 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
     env.insert("HOME".into(), home.display().to_string());
     env.insert("USER".into(), piku::paths::user_name());
     env.insert("PATH".into(), path.join(":"));
+    // Workers run in their release's tree (chdir), which is apps/<app> once live.
     env.insert("PWD".into(), root.app_dir(app).display().to_string());
     env.insert("VIRTUAL_ENV".into(), virtual_env);
     if let Some(node_path) = build.get("NODE_PATH") {
@@ -88,8 +115,21 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
     envfile::read_into(&mut env, &rel.dir.join("ENV"), true).map_err(|e| e.context(format!("the ENV file of '{app}'")))?;
     envfile::read_into(&mut env, &root.user_env_file(app), true).map_err(|e| e.context(format!("the config of '{app}'")))?;
 
-    if rel.procfile()?.serves_web() {
-        if !env.contains_key("PORT") {
+    let procfile = rel.procfile()?;
+    if procfile.serves_web() {
+        let web_facing = procfile.workers().any(|w| vassals::is_web_facing(&w.kind));
+        let behind_nginx = env.get("NGINX_SERVER_NAME").is_some_and(|n| !n.trim().is_empty());
+        if let Some(port) = env.get("PORT") {
+            if web_facing && behind_nginx {
+                output::warn(format!(
+                    "PORT is set to {port} for '{app}': a new release cannot start beside the live one on the same port, so its workers restart in place and requests fail meanwhile (unset PORT for zero-downtime deploys)"
+                ));
+            }
+        } else if web_facing && behind_nginx && envfile::flag(&env, "PIKU_AUTO_RESTART", true) {
+            let colour = next_colour(root, app)?;
+            let ports = ensure_colour_ports(root, app, colour)?;
+            env.insert("PORT".into(), ports[&1].to_string());
+        } else {
             let port = previous_port(root, app).map(Ok).unwrap_or_else(|| free_port(root, &[]))?;
             env.insert("PORT".into(), port.to_string());
         }
@@ -109,9 +149,95 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
             .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| Error::new(format!("PORT of '{app}' is {port:?}, not a TCP port number (1-65535)")))?;
-        write_web_ports(root, app, port)?;
+        // A colour's ports are nginx's only after the switch (--publish).
+        if scaling::colour_of_port(root, app, Some(&port.to_string()))?.is_none() {
+            write_web_ports(root, app, port)?;
+        }
     }
     Ok(env)
+}
+
+/// The colour a new release of the app starts on: the one that is not live.
+fn next_colour(root: &Root, app: &AppName) -> Result<&'static str> {
+    let live = envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
+    Ok(match scaling::colour_of_port(root, app, live.get("PORT").map(String::as_str))? {
+        Some("blue") => "green",
+        _ => "blue",
+    })
+}
+
+/// PORTS as written: `n:port` (the live instances) then `<colour>.n:port`.
+fn read_port_lines(root: &Root, app: &AppName) -> Result<BTreeMap<String, u32>> {
+    scaling::read_counts(&scaling::ports_file(root, app))
+}
+
+fn write_port_lines(root: &Root, app: &AppName, lines: &BTreeMap<String, u32>) -> Result<()> {
+    if &read_port_lines(root, app)? == lines {
+        return Ok(());
+    }
+    // Live instances first, in number order; then each colour's.
+    let mut keys: Vec<&String> = lines.keys().collect();
+    keys.sort_by_key(|k| match k.split_once('.') {
+        Some((c, n)) => (1, c.to_string(), n.parse::<u32>().unwrap_or(0)),
+        None => (0, String::new(), k.parse::<u32>().unwrap_or(0)),
+    });
+    let text = scaling::render_counts(keys.into_iter().map(|k| (k.as_str(), lines[k])));
+    atomic::write_file(&scaling::ports_file(root, app), text.as_bytes(), 0o644)
+}
+
+/// The ports of `colour` for every web instance SCALING asks for, assigning
+/// free ones where missing; kept across deploys.
+fn ensure_colour_ports(root: &Root, app: &AppName, colour: &str) -> Result<BTreeMap<u32, u16>> {
+    let count = scaling::read_scaling(root, app)?.get("web").copied().unwrap_or(1).max(1);
+    let mut lines = read_port_lines(root, app)?;
+    let mut ports = scaling::read_colour_ports(root, app, colour)?;
+    for n in 1..=count {
+        if let std::collections::btree_map::Entry::Vacant(slot) = ports.entry(n) {
+            let taken: Vec<u16> = lines.values().filter_map(|p| u16::try_from(*p).ok()).collect();
+            let port = free_port(root, &taken)?;
+            slot.insert(port);
+            lines.insert(format!("{colour}.{n}"), port.into());
+        }
+    }
+    write_port_lines(root, app, &lines)?;
+    Ok(ports)
+}
+
+/// The `n:port` lines nginx reads: the live colour's ports, or (no colour)
+/// PORT and a kept port for each further instance.
+fn sync_live_ports(root: &Root, app: &AppName, env: &Env) -> Result<()> {
+    let Some(port) = env.get("PORT") else { return Ok(()) };
+    match scaling::colour_of_port(root, app, Some(port))? {
+        Some(colour) => {
+            let ports = ensure_colour_ports(root, app, colour)?;
+            let count = scaling::read_scaling(root, app)?.get("web").copied().unwrap_or(1).max(1);
+            let mut lines = read_port_lines(root, app)?;
+            lines.retain(|k, _| k.contains('.'));
+            for n in 1..=count {
+                lines.insert(n.to_string(), ports[&n].into());
+            }
+            write_port_lines(root, app, &lines)
+        }
+        None => match port.parse::<u16>() {
+            Ok(p) => write_web_ports(root, app, p),
+            Err(_) => Ok(()),
+        },
+    }
+}
+
+/// restart and rollback: the release's own resolved environment, on the
+/// colour that is not live (or unchanged when it restarts in place).
+fn recolour(root: &Root, rel: &Release) -> Result<()> {
+    let app = &rel.app;
+    let mut env = envfile::read_literal(&rel.fact_file("env"))?
+        .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; it cannot be made live again without a deploy", rel.id)))?;
+    if scaling::colour_of_port(root, app, env.get("PORT").map(String::as_str))?.is_some() {
+        let colour = next_colour(root, app)?;
+        let ports = ensure_colour_ports(root, app, colour)?;
+        env.insert("PORT".into(), ports[&1].to_string());
+        write_env(&rel.fact_file("env"), &env)?;
+    }
+    Ok(())
 }
 
 /// PORTS: a port for each `web` instance SCALING asks for (instance 1 is
@@ -119,7 +245,7 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
 fn write_web_ports(root: &Root, app: &AppName, first: u16) -> Result<()> {
     let count = scaling::read_scaling(root, app)?.get("web").copied().unwrap_or(1).max(1);
     let old = scaling::read_web_ports(root, app)?;
-    let mut ports = std::collections::BTreeMap::new();
+    let mut ports = BTreeMap::new();
     ports.insert(1u32, first);
     for n in 2..=count {
         let port = match old.get(&n) {
@@ -128,11 +254,10 @@ fn write_web_ports(root: &Root, app: &AppName, first: u16) -> Result<()> {
         };
         ports.insert(n, port);
     }
-    if ports != old {
-        let text: String = ports.iter().map(|(n, p)| format!("{n}:{p}\n")).collect();
-        atomic::write_file(&scaling::ports_file(root, app), text.as_bytes(), 0o644)?;
-    }
-    Ok(())
+    let mut lines = read_port_lines(root, app)?;
+    lines.retain(|k, _| k.contains('.'));
+    lines.extend(ports.iter().map(|(n, p)| (n.to_string(), u32::from(*p))));
+    write_port_lines(root, app, &lines)
 }
 
 /// The port the live release used, so a redeploy keeps it.

@@ -8,7 +8,8 @@
 //!       in releases/<app>/<id>/ with gix, print <id>; print nothing when there
 //!       is nothing to deploy (another branch, a deleted ref, already live).
 //!   piku-receive --activate <app> <id>
-//!       make <id> live: switch the apps/<app> symlink; prune old releases.
+//!       make <id> live: switch the apps/<app> symlink, note LAST_LIVE in
+//!       <id>.release; prune old releases.
 //!   piku-receive --verify <app>   (in the pre-receive hook)
 //!       refuse the push when the deploy branch's new Procfile or ENV does not parse.
 //!   piku-receive --destroy <app>
@@ -206,6 +207,7 @@ fn write_tree(repo: &gix::Repository, tree: &gix::Tree<'_>, dir: &Path, prefix: 
             kind @ (EntryKind::Blob | EntryKind::BlobExecutable) => {
                 let blob = repo.find_blob(oid).map_err(|e| Error::new(format!("missing blob {oid}: {e}")))?;
                 std::fs::write(&path, &blob.data).at("write", &path)?;
+                piku::mapped::note_read(blob.data.len());
                 let mode = if kind == EntryKind::BlobExecutable { 0o755 } else { 0o644 };
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).at("set the mode of", &path)?;
             }
@@ -233,17 +235,34 @@ fn activate(root: &Root, app: &AppName, id: &str) -> Result<()> {
         std::fs::rename(&link, &kept).at("move piku.py's app tree to", &kept)?;
         output::step(format!("Kept piku.py's tree of '{app}' as {}", kept.display()));
     }
+    // The release being replaced keeps serving while it drains: never pruned now.
+    let previous = release::live_id(root, app);
     atomic::replace_symlink(&Path::new("../releases").join(app.as_str()).join(&rel.id), &link)?;
+    // `releases` tells a release that has been live from one that failed.
+    let facts_file = rel.fact_file("release");
+    if let Some(mut facts) = envfile::read_literal(&facts_file)? {
+        facts.insert("LAST_LIVE".into(), now_secs().to_string());
+        atomic::write_file(&facts_file, envfile::render(&facts)?.as_bytes(), 0o644)?;
+    }
     output::step(format!("Release {} of '{app}' is live", rel.id));
-    prune(root, app, &rel.id)
+    prune(root, app, &rel.id, previous.as_deref())
 }
 
-/// Keep the newest PIKU_KEEP_RELEASES (default 5) releases and the live one.
-fn prune(root: &Root, app: &AppName, live: &str) -> Result<()> {
-    let keep: usize = std::env::var("PIKU_KEEP_RELEASES").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
+/// Keep the newest PIKU_KEEP_RELEASES (the app's setting, else the server's,
+/// default 5) releases, the live one and the one it replaces (its workers
+/// drain): those `rollback` can go back to.
+fn prune(root: &Root, app: &AppName, live: &str, draining: Option<&str>) -> Result<()> {
+    let app_env = envfile::read_literal(&Release::open(root, app, live)?.fact_file("env"))?.unwrap_or_default();
+    let keep: usize = std::env::var("PIKU_KEEP_RELEASES")
+        .ok()
+        .or_else(|| app_env.get("PIKU_KEEP_RELEASES").cloned())
+        .or_else(|| piku::settings::Settings::load(root).ok()?.get("PIKU_KEEP_RELEASES"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(5)
+        .max(1);
     let ids = release::list_ids(root, app);
     let dir = root.releases_dir(app);
-    for id in ids.iter().take(ids.len().saturating_sub(keep)).filter(|id| id.as_str() != live) {
+    for id in ids.iter().take(ids.len().saturating_sub(keep)).filter(|id| id.as_str() != live && Some(id.as_str()) != draining) {
         let tree = dir.join(id);
         std::fs::remove_dir_all(&tree).at("remove old release", &tree)?;
         for fact in ["release", "build", "env"] {

@@ -1,29 +1,46 @@
 //! piku-uwsgi: the app's workers, as uWSGI vassals under the emperor.
 //!
-//!   piku-uwsgi <app>            render one vassal per worker from the live
-//!                               release (Procfile + SCALING + LIVE_ENV) and
-//!                               publish them into uwsgi-enabled/
 //!   piku-uwsgi --check <app> <release-id>   render a staged release, publish nothing
+//!   piku-uwsgi --stage <app> <release-id>   start the release's web-facing
+//!                               workers on their colour, beside the live ones,
+//!                               and wait until they answer (the health check);
+//!                               a release that does not is stopped again
+//!   piku-uwsgi <app>            make the workers match the live release
+//!                               (Procfile + SCALING + LIVE_ENV): switch the wsgi
+//!                               socket to the live colour, replace the background
+//!                               workers; the other colour's web workers are left
+//!                               to drain (stopped at once when PIKU_DRAIN_SECONDS=0)
+//!   piku-uwsgi --retire <app>   wait out the drain, then stop them
 //!   piku-uwsgi --stop|--start|--restart|--destroy <app>
 //!   piku-uwsgi --ps <app> [--json]        worker counts and which workers run
 //!   piku-uwsgi --scale <app> kind=N...    validate and store SCALING (not applied)
 //!   piku-uwsgi --logs <app> [kind] [-n N] [--no-follow]
 //!   piku-uwsgi --setup          write the emperor's uwsgi/uwsgi.ini
 //!
-//! A vassal is written to uwsgi-available/<app>_<kind>.<n>.ini and published
-//! by an atomic rename into uwsgi-enabled/, which the emperor watches.
+//! A vassal is written to uwsgi-available/ and published by an atomic rename
+//! into uwsgi-enabled/, which the emperor watches (names: lib vassals.rs).
+//!
+//! Settings (the app's ENV, else $PIKU_ROOT/settings): PIKU_HEALTHCHECK_TIMEOUT
+//! (seconds, default 30), PIKU_HEALTHCHECK_PATH (a path that must answer 2xx or
+//! 3xx; default: any answer below 500 for /), PIKU_HEALTHCHECK=off,
+//! PIKU_DRAIN_SECONDS (how long the old colour keeps running after the
+//! switch, for requests in flight; default 3).
 
 use piku::envfile::{self, Env};
 use piku::error::{Error, IoContext, Result};
 use piku::procfile;
 use piku::release::{self, Release};
 use piku::scaling::{self, read_scaling};
-use piku::vassals::{app_vassals, vassal_name, worker_label};
+use piku::vassals::{self, app_vassals, is_web_facing, parse_vassal, vassal_name, worker_id, worker_label};
 use piku::{AppName, Root, atomic, output, syntax, templates};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+#[path = "piku-uwsgi/swap.rs"]
+mod swap;
+use swap::{retire, seconds, stage};
 
 const VASSAL_TEMPLATE: &str = include_str!("../share/uwsgi/vassal.ini.j2");
 const EMPEROR_TEMPLATE: &str = include_str!("../share/uwsgi/emperor.ini.j2");
@@ -40,12 +57,15 @@ fn main() -> ExitCode {
                 let rel = Release::open(&root, &AppName::parse(app)?, id)?;
                 let env = envfile::read_literal(&rel.fact_file("env"))?
                     .ok_or_else(|| Error::new(format!("release {} of '{}' has no resolved environment; run piku-config first", rel.id, rel.app)))?;
-                let vassals = render_all(&root, &rel, &env, &read_scaling(&root, &rel.app)?)?;
+                let colour = scaling::colour_of_port(&root, &rel.app, env.get("PORT").map(String::as_str))?;
+                let vassals = render_all(&root, &rel, &env, &wanted_scaling(&root, &rel)?, colour, Which::All)?;
                 if !vassals.is_empty() {
                     output::step(format!("Worker configuration of '{}' is valid ({} vassals)", rel.app, vassals.len()));
                 }
                 Ok(())
             }
+            ["--retire", app] => retire(&root, &release::existing_app(&root, app)?),
+            ["--stage", app, id] => stage(&root, &Release::open(&root, &AppName::parse(app)?, id)?),
             ["--stop", app] => stop(&root, &release::existing_app(&root, app)?),
             ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
             ["--ps", app] => ps(&root, &release::existing_app(&root, app)?, false),
@@ -56,7 +76,7 @@ fn main() -> ExitCode {
             ["--restart", app] => publish(&root, &release::existing_app(&root, app)?, true),
             [app] if !app.starts_with('-') => publish(&root, &release::existing_app(&root, app)?, false),
             _ => Err(Error::usage(
-                "usage: piku-uwsgi <app> | --check <app> <release-id> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
+                "usage: piku-uwsgi <app> | --check|--stage <app> <release-id> | --retire <app> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
             )),
         }
     })
@@ -100,7 +120,7 @@ struct VassalCtx {
     placeholders: &'static [(&'static str, &'static str)],
     app: String,
     kind: String,
-    instance: u32,
+    worker: String,
     chdir: String,
     uid: String,
     gid: String,
@@ -118,12 +138,35 @@ struct VassalCtx {
     env: Vec<(String, String)>,
 }
 
-/// Every vassal the release wants: file name -> contents.
-fn render_all(root: &Root, rel: &Release, env: &Env, scaling: &BTreeMap<String, u32>) -> Result<BTreeMap<String, String>> {
+/// Which of a release's workers to render.
+#[derive(Clone, Copy, PartialEq)]
+enum Which {
+    All,
+    WebFacing,
+}
+
+/// Every vassal the release wants: file name -> contents. Web-facing
+/// workers are named and bound for `colour` (None: they restart in place).
+fn render_all(
+    root: &Root,
+    rel: &Release,
+    env: &Env,
+    scaling: &BTreeMap<String, u32>,
+    colour: Option<&str>,
+    which: Which,
+) -> Result<BTreeMap<String, String>> {
     let procfile = rel.procfile()?;
-    let ports = scaling::read_web_ports(root, &rel.app)?;
+    let ports = match colour {
+        Some(c) => scaling::read_colour_ports(root, &rel.app, c)?,
+        None => scaling::read_web_ports(root, &rel.app)?,
+    };
     let mut out = BTreeMap::new();
     for worker in procfile.workers().filter(|w| w.kind != "static") {
+        let web_facing = is_web_facing(&worker.kind);
+        if which == Which::WebFacing && !web_facing {
+            continue;
+        }
+        let colour = if web_facing { colour } else { None };
         let count = scaling.get(&worker.kind).copied().unwrap_or(1);
         for n in 1..=count {
             // Each web instance listens on its own port (PORTS); nginx balances them.
@@ -134,7 +177,7 @@ fn render_all(root: &Root, rel: &Release, env: &Env, scaling: &BTreeMap<String, 
                 })?;
                 env.insert("PORT".into(), port.to_string());
             }
-            let name = vassal_name(&rel.app, &worker.kind, n);
+            let name = vassal_name(&rel.app, &worker.kind, n, colour);
             // A reloaded vassal keeps its old process environment (uWSGI
             // re-execs itself): unset what the running one had and this one drops.
             let running = std::fs::read_to_string(root.dir("uwsgi-enabled").join(&name)).unwrap_or_default();
@@ -143,14 +186,15 @@ fn render_all(root: &Root, rel: &Release, env: &Env, scaling: &BTreeMap<String, 
                 .filter_map(|l| l.strip_prefix("env = ")?.split_once('=').map(|(k, _)| k.to_string()))
                 .filter(|k| !env.contains_key(k) && k != "PROC_TYPE")
                 .collect();
-            let text = render_vassal(root, rel, &worker.kind, &worker.command, n, &env, removed)?;
+            let text = render_vassal(root, rel, &worker.kind, &worker.command, n, colour, &env, removed)?;
             out.insert(name, text);
         }
     }
     Ok(out)
 }
 
-fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, env: &Env, unset_env: Vec<String>) -> Result<String> {
+#[allow(clippy::too_many_arguments)]
+fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, colour: Option<&str>, env: &Env, unset_env: Vec<String>) -> Result<String> {
     let app = &rel.app;
     let get = |k: &str, d: &str| env.get(k).cloned().unwrap_or_else(|| d.to_string());
     let (uid, gid) = ids();
@@ -189,7 +233,7 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
         }
         // Behind nginx: a unix socket nginx/<app>.sock; else plain HTTP on BIND_ADDRESS:PORT.
         if env.contains_key("NGINX_SERVER_NAME") {
-            push("socket", root.dir("nginx").join(format!("{app}.sock")).display().to_string());
+            push("socket", socket_path(root, app, colour).display().to_string());
             push("chmod-socket", "664".into());
         } else {
             push("http-socket", listen_address(env)?);
@@ -204,7 +248,7 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
         // piku gives rack apps no listener; ours serves HTTP on BIND_ADDRESS:PORT for nginx.
         push("http-socket", listen_address(env)?);
     } else if kind == "php" {
-        let docroot = rel_dir_in_app(root, app, command);
+        let docroot = rel_dir(rel, command);
         let docroot = syntax::uwsgi_value("the 'php' docroot of the Procfile", &docroot)?;
         push("plugin", "0:php".into());
         push("http-socket", listen_address(env)?);
@@ -243,8 +287,8 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
         placeholders: syntax::UWSGI_PLACEHOLDERS,
         app: app.to_string(),
         kind: kind.to_string(),
-        instance: n,
-        chdir: root.app_dir(app).display().to_string(),
+        worker: worker_id(kind, n, colour),
+        chdir: rel.dir.display().to_string(),
         uid,
         gid,
         max_requests: number("UWSGI_MAX_REQUESTS", &get("UWSGI_MAX_REQUESTS", "1024"))?,
@@ -253,7 +297,7 @@ fn render_vassal(root: &Root, rel: &Release, kind: &str, command: &str, n: u32, 
         enable_threads: get("UWSGI_ENABLE_THREADS", "true").to_lowercase(),
         log_x_forwarded_for: get("UWSGI_LOG_X_FORWARDED_FOR", "false").to_lowercase(),
         log_maxsize: number("UWSGI_LOG_MAXSIZE", &get("UWSGI_LOG_MAXSIZE", LOG_MAXSIZE))?,
-        log_file: root.log_dir(app).join(format!("{kind}.{n}.log")).display().to_string(),
+        log_file: log_file(root, app, &worker_id(kind, n, colour)).display().to_string(),
         virtualenv: virtualenv.map(|v| syntax::uwsgi_value("VIRTUAL_ENV", v)).transpose()?,
         kind_settings: ks,
         include_settings: include_settings(rel, env)?,
@@ -275,11 +319,23 @@ fn listen_address(env: &Env) -> Result<String> {
     syntax::uwsgi_value("BIND_ADDRESS", &format!("{bind}:{port}"))
 }
 
-/// A directory named in the Procfile, inside the live tree (`apps/<app>/<dir>`).
-fn rel_dir_in_app(root: &Root, app: &AppName, dir: &str) -> String {
+/// A directory named in the Procfile, inside the release's tree.
+fn rel_dir(rel: &Release, dir: &str) -> String {
     let dir = dir.trim().trim_matches('/');
-    let base = root.app_dir(app);
-    if dir.is_empty() || dir == "." { base.display().to_string() } else { base.join(dir).display().to_string() }
+    if dir.is_empty() || dir == "." { rel.dir.display().to_string() } else { rel.dir.join(dir).display().to_string() }
+}
+
+/// The uWSGI socket of a wsgi worker behind nginx: `nginx/<app>.<colour>.sock`,
+/// and `nginx/<app>.sock` (what nginx connects to) a symlink to the live one.
+fn socket_path(root: &Root, app: &AppName, colour: Option<&str>) -> PathBuf {
+    match colour {
+        Some(c) => root.dir("nginx").join(format!("{app}.{c}.sock")),
+        None => root.dir("nginx").join(format!("{app}.sock")),
+    }
+}
+
+fn log_file(root: &Root, app: &AppName, worker: &str) -> PathBuf {
+    root.log_dir(app).join(format!("{worker}.log"))
 }
 
 /// A numeric setting, checked (piku silently ignores bad ones).
@@ -309,49 +365,87 @@ fn include_settings(rel: &Release, env: &Env) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// Render the live release's vassals and publish them; remove the app's
-/// vassals that are no longer wanted. `force` republishes even when
-/// PIKU_AUTO_RESTART is off (that is what `restart` means).
+/// SCALING for a release: the kinds of its Procfile, keeping counts the user chose.
+fn wanted_scaling(root: &Root, rel: &Release) -> Result<BTreeMap<String, u32>> {
+    let old = read_scaling(root, &rel.app)?;
+    Ok(rel.procfile()?.workers().map(|w| (w.kind.clone(), old.get(&w.kind).copied().unwrap_or(1))).collect())
+}
+
+/// Make the workers match the live release: vassals of the live colour (or
+/// in place), the wsgi socket link, background workers replaced, and the
+/// other colour stopped after PIKU_DRAIN_SECONDS. `force` republishes even
+/// when PIKU_AUTO_RESTART is off (that is what `restart` means).
 fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     let rel = Release::live_or_err(root, app)?;
     let env = envfile::read_literal(&root.live_env_file(app))?
         .ok_or_else(|| Error::new(format!("app '{app}' has no LIVE_ENV; run piku-config {app} first")))?;
     let procfile = rel.procfile()?;
-    // SCALING: the kinds of the Procfile, keeping counts the user chose.
-    let old_scaling = read_scaling(root, app)?;
-    let mut scaling = BTreeMap::new();
-    for w in procfile.workers() {
-        scaling.insert(w.kind.clone(), old_scaling.get(&w.kind).copied().unwrap_or(1));
-    }
+    let scaling = wanted_scaling(root, &rel)?;
     let text = scaling::render_counts(procfile.workers().map(|w| (w.kind.as_str(), scaling[&w.kind])));
-    atomic::write_file(&root.scaling_file(app), text.as_bytes(), 0o644)?;
-
-    let wanted = render_all(root, &rel, &env, &scaling)?;
+    if std::fs::read_to_string(root.scaling_file(app)).ok().as_deref() != Some(text.as_str()) {
+        atomic::write_file(&root.scaling_file(app), text.as_bytes(), 0o644)?;
+    }
+    let colour = scaling::colour_of_port(root, app, env.get("PORT").map(String::as_str))?;
+    let wanted = render_all(root, &rel, &env, &scaling, colour, Which::All)?;
     let log_dir = root.log_dir(app);
     std::fs::create_dir_all(&log_dir).at("create directory", &log_dir)?;
     let available = root.dir("uwsgi-available");
     let enabled = root.dir("uwsgi-enabled");
+
+    // wsgi behind nginx: nginx connects to nginx/<app>.sock, a link to the live colour's socket.
+    let behind_nginx = env.get("NGINX_SERVER_NAME").is_some_and(|n| !n.trim().is_empty());
+    if let Some(c) = colour.filter(|_| procfile.has("wsgi") && behind_nginx) {
+        let link = socket_path(root, app, None);
+        let target = PathBuf::from(format!("{app}.{c}.sock"));
+        if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+            atomic::replace_symlink(&target, &link)?;
+            output::step(format!("nginx now reaches '{app}' through its {c} workers"));
+        }
+    }
+
     let restart = force || envfile::flag(&env, "PIKU_AUTO_RESTART", true);
     for (name, text) in &wanted {
-        atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
+        if std::fs::read_to_string(available.join(name)).ok().as_deref() != Some(text.as_str()) {
+            atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
+        }
         let live = enabled.join(name);
-        if restart || !live.exists() {
-            atomic::write_file(&live, text.as_bytes(), 0o644)?;
-            output::step(format!("Spawning {app}:{}", worker_label(app, name)));
+        let current = std::fs::read_to_string(&live).ok();
+        if current.is_none() || (restart && current.as_deref() != Some(text.as_str())) {
+            atomic::write_file_newer(&live, text.as_bytes(), 0o644)?;
+            let verb = if current.is_some() { "Restarting" } else { "Spawning" };
+            output::step(format!("{verb} {app}:{}", worker_label(app, name)));
+        } else if force && parse_vassal(app, name).is_some_and(|(_, _, c)| c.is_none()) {
+            // `restart` of an unchanged worker: touching it makes the emperor
+            // reload it (a web worker of a colour was just started fresh).
+            atomic::write_file_newer(&live, text.as_bytes(), 0o644)?;
+            output::step(format!("Restarting {app}:{}", worker_label(app, name)));
         }
     }
     if !restart {
         output::step(format!("PIKU_AUTO_RESTART is off: running workers of '{app}' keep their configuration until 'restart'"));
     }
+    // The other colour served until nginx switched: it stops after a drain,
+    // which `--retire` waits out (the hook runs it in the background).
+    let drain = seconds(root, &env, "PIKU_DRAIN_SECONDS", 3)?;
+    let draining = |name: &str| colour.is_some() && !drain.is_zero() && parse_vassal(app, name).is_some_and(|(k, _, _)| is_web_facing(&k));
+    let mut drained = false;
     for dir in [&enabled, &available] {
         for name in app_vassals(root, app, dir)? {
-            if !wanted.contains_key(&name) {
-                if dir == &enabled {
-                    output::step(format!("Stopping {app}:{}", worker_label(app, &name)));
-                }
-                atomic::remove_file(&dir.join(&name))?;
+            if wanted.contains_key(&name) {
+                continue;
             }
+            if dir == &enabled && draining(&name) {
+                drained = true;
+                continue;
+            }
+            if dir == &enabled {
+                output::step(format!("Stopping {app}:{}", worker_label(app, &name)));
+            }
+            atomic::remove_file(&dir.join(&name))?;
         }
+    }
+    if drained {
+        output::step(format!("The previous web workers of '{app}' finish their requests, then stop (drain: {} s)", drain.as_secs()));
     }
     warn_if_no_emperor(root);
     Ok(())
@@ -394,6 +488,9 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
             atomic::remove_file(&dir.join(&name))?;
         }
     }
+    for colour in vassals::COLOURS {
+        atomic::remove_file(&socket_path(root, app, Some(colour)))?;
+    }
     atomic::remove_file(&root.scaling_file(app))?;
     let logs = root.log_dir(app);
     if logs.exists() {
@@ -419,12 +516,16 @@ fn ps(root: &Root, app: &AppName, json: bool) -> Result<()> {
         for n in 1..=*count {
             let state = if kind == "static" {
                 "served by nginx"
-            } else if !enabled.contains(&vassal_name(app, kind, n)) {
-                "stopped"
-            } else if running.contains(&format!("{app}:{kind}.{n}")) {
-                "running"
             } else {
-                "starting"
+                let names = [None, Some("blue"), Some("green")].map(|c| (c, vassal_name(app, kind, n, c)));
+                let on: Vec<_> = names.iter().filter(|(_, name)| enabled.contains(name)).collect();
+                if on.is_empty() {
+                    "stopped"
+                } else if on.iter().any(|(c, _)| running.contains(&format!("{app}:{}", worker_id(kind, n, *c)))) {
+                    "running"
+                } else {
+                    "starting"
+                }
             };
             if json {
                 workers_json.push(format!("{{\"name\":\"{kind}.{n}\",\"state\":\"{state}\"}}"));
@@ -483,13 +584,22 @@ fn logs(root: &Root, app: &AppName, rest: &[&str]) -> Result<()> {
         }
     }
     let dir = root.log_dir(app);
+    // Web workers log per colour: show the live colour's, as `kind.n`.
+    let live_env = envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
+    let live_colour = scaling::colour_of_port(root, app, live_env.get("PORT").map(String::as_str))?;
     let mut files: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter_map(|n| n.strip_suffix(".log").map(str::to_string))
-                .filter(|label| kind.is_none_or(|k| label.rsplit_once('.').map(|(kd, _)| kd) == Some(k)))
-                .map(|label| (label.clone(), dir.join(format!("{label}.log"))))
+                .filter(|label| kind.is_none_or(|k| label.split('.').next() == Some(k)))
+                .filter_map(|label| {
+                    let path = dir.join(format!("{label}.log"));
+                    match vassals::parse_worker_id(&label) {
+                        Some((k, n, Some(c))) if live_colour.is_some() => (Some(c.as_str()) == live_colour).then(|| (worker_id(&k, n, None), path)),
+                        _ => Some((label, path)),
+                    }
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -17,8 +17,11 @@ Usage: piku <command> [<app>] [args]    (over ssh: ssh piku@server <command> ...
 Apps:
   apps                          list apps; * marks those with running workers
   deploy <app>                  rebuild and restart the live release
+  releases <app> [--json]       the kept releases: id, commit, date, status, message
+  rollback <app> [<id>]         make a kept release live again (default: the previous one)
   destroy <app>                 remove an app (its data/ and cache/ are kept)
-  stop|start|restart <app>      stop, start or restart the app's workers
+  stop|start|restart <app>      stop, start or restart the app's workers (restart: new
+                                web workers beside the old, switched when healthy)
   ps <app> [--json]             worker counts, and whether each worker runs
   ps:scale <app> KIND=N...      change worker counts (no rebuild)
   logs <app> [KIND] [-n N] [--no-follow]   show the workers' logs, then follow
@@ -33,6 +36,7 @@ Config:
 
 Server:
   setup                         create ~/.piku and the uWSGI emperor's config
+  certs:renew [<app>...]        renew the TLS certificates that are due, reload nginx
   setup:ssh [--name NAME] [--apps APP,...] <pubkey-file|->
                                 allow an ssh key (forced to this command),
                                 optionally only for some existing apps
@@ -79,15 +83,18 @@ fn dispatch(root: &Root, args: &[String]) -> Result<()> {
         ["start", app] => tool_for_app(root, "piku-uwsgi", "--start", app, &[]),
         ["restart", app] => {
             let app = release::existing_app(root, app)?;
-            let _lock = AppLock::acquire(root, &app)?;
+            let live = Release::live_or_err(root, &app)?;
             output::step(format!("Restarting '{app}'"));
-            run_tool("piku-uwsgi", &["--restart", app.as_str()])
+            run_chain_with(root, &app, &live.id, true)
         }
+        ["releases", app, rest @ ..] if rest.is_empty() || rest == ["--json"] => releases(root, &release::existing_app(root, app)?, !rest.is_empty()),
+        ["rollback", app, rest @ ..] if rest.len() <= 1 => rollback(root, &release::existing_app(root, app)?, rest.first().copied()),
         ["run", app, cmd @ ..] if !cmd.is_empty() => run(root, &release::existing_app(root, app)?, cmd),
         ["ps", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--ps", app, rest),
         ["logs", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--logs", app, rest),
         ["ps:scale", app, pairs @ ..] if !pairs.is_empty() => scale(root, &release::existing_app(root, app)?, pairs),
         ["destroy", app] => destroy(root, &release::existing_app(root, app)?),
+        ["certs:renew", apps @ ..] => exec(Command::new(paths::tool("piku-nginx")).arg("--renew").args(apps)),
         [cmd, ..] if is_known(cmd) => Err(Error::usage(format!("wrong arguments for '{cmd}'; see 'help'"))),
         [cmd, rest @ ..] => match plugin(root, cmd) {
             Some(path) => exec(Command::new(path).args(rest).env("PIKU_ROOT", &root.root)),
@@ -381,11 +388,17 @@ fn deploy(root: &Root, app: &AppName) -> Result<()> {
 
 /// Run the deploy chain (hooks/post-receive) for an existing release.
 fn run_chain(root: &Root, app: &AppName, id: &str) -> Result<()> {
+    run_chain_with(root, app, id, false)
+}
+
+/// The chain; `reuse`: no build, the release as it was resolved (restart, rollback).
+fn run_chain_with(root: &Root, app: &AppName, id: &str, reuse: bool) -> Result<()> {
     let hook = paths::hooks_dir().join("post-receive");
     let status = Command::new(&hook)
         .current_dir(root.repo_dir(app).is_dir().then(|| root.repo_dir(app)).unwrap_or_else(|| root.root.clone()))
         .env("PIKU_APP", app.as_str())
         .env("PIKU_RELEASE", id)
+        .env("PIKU_REUSE", if reuse { "1" } else { "" })
         .env("PIKU_ROOT", &root.root)
         .stdin(Stdio::null())
         .status()
@@ -397,7 +410,16 @@ fn run_chain(root: &Root, app: &AppName, id: &str) -> Result<()> {
 fn run(root: &Root, app: &AppName, cmd: &[&str]) -> Result<()> {
     let env = envfile::read_literal(&root.live_env_file(app))?
         .ok_or_else(|| Error::new(format!("app '{app}' has no live environment yet; push to deploy it")))?;
-    let line = if cmd.len() == 1 { cmd[0].to_string() } else { shell_words::join(cmd) };
+    // As piku's command line reads it, the first `--` only ends options:
+    // `run app -- ls -al` and `run app ls -- -al` both run `ls -al`.
+    let mut cmd = cmd.to_vec();
+    if let Some(i) = cmd.iter().position(|w| *w == "--") {
+        cmd.remove(i);
+    }
+    if cmd.is_empty() {
+        return Err(Error::usage(format!("run {app} needs a command, e.g. run {app} -- ls -al")));
+    }
+    let line = if cmd.len() == 1 { cmd[0].to_string() } else { shell_words::join(&cmd) };
     exec(Command::new("sh").args(["-c", &line]).current_dir(root.app_dir(app)).envs(&env))
 }
 
@@ -426,4 +448,104 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One kept release, as `releases` shows it.
+struct ReleaseRow {
+    id: String,
+    commit: String,
+    date: String,
+    status: &'static str,
+    message: String,
+}
+
+/// The kept releases, newest first. Status: live; previous (has been live);
+/// deploying (the newest, while a deploy holds the lock); failed (never went live).
+fn release_rows(root: &Root, app: &AppName) -> Result<Vec<ReleaseRow>> {
+    let live = release::live_id(root, app);
+    let ids = release::list_ids(root, app);
+    // A deploy holds the app's lock for its whole chain.
+    let deploying = std::fs::File::open(root.lock_file(app)).is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)));
+    let mut rows = Vec::new();
+    for (i, id) in ids.iter().rev().enumerate() {
+        let rel = Release::open(root, app, id)?;
+        let facts = envfile::read_literal(&rel.fact_file("release"))?.unwrap_or_default();
+        let status = if live.as_deref() == Some(id.as_str()) {
+            "live"
+        } else if facts.contains_key("LAST_LIVE") {
+            "previous"
+        } else if i == 0 && deploying {
+            "deploying"
+        } else {
+            "failed"
+        };
+        let date = facts.get("DATE").and_then(|d| d.parse::<u64>().ok()).map(iso_utc).unwrap_or_default();
+        rows.push(ReleaseRow {
+            id: id.clone(),
+            commit: facts.get("COMMIT").map(|c| c.chars().take(7).collect()).unwrap_or_default(),
+            date,
+            status,
+            message: facts.get("MESSAGE").cloned().unwrap_or_default(),
+        });
+    }
+    Ok(rows)
+}
+
+/// `2026-11-25T04:18:00Z`
+fn iso_utc(secs: u64) -> String {
+    let s = release::utc_stamp(secs);
+    format!("{}-{}-{}T{}:{}:{}Z", &s[0..4], &s[4..6], &s[6..8], &s[9..11], &s[11..13], &s[13..15])
+}
+
+fn releases(root: &Root, app: &AppName, json: bool) -> Result<()> {
+    let rows = release_rows(root, app)?;
+    if json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"id\":{},\"commit\":{},\"date\":{},\"status\":{},\"message\":{}}}",
+                    output::json_string(&r.id),
+                    output::json_string(&r.commit),
+                    output::json_string(&r.date),
+                    output::json_string(r.status),
+                    output::json_string(&r.message)
+                )
+            })
+            .collect();
+        output::data(format!("[{}]", items.join(",")));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        output::step(format!("'{app}' has no releases yet"));
+    }
+    for r in rows {
+        output::data(format!("{}  {}  {}  {:<9}  {}", r.id, r.commit, r.date, r.status, r.message));
+    }
+    Ok(())
+}
+
+/// `rollback <app> [id]`: a kept release goes live again through the same
+/// swap as a deploy (new workers beside the old, switched when healthy),
+/// without a build, with the environment it was resolved with.
+fn rollback(root: &Root, app: &AppName, id: Option<&str>) -> Result<()> {
+    let rows = release_rows(root, app)?;
+    let live = release::live_id(root, app);
+    let target = match id {
+        Some(id) => {
+            Release::open(root, app, id)?;
+            if live.as_deref() == Some(id) {
+                return Err(Error::new(format!("release {id} of '{app}' is already live; nothing to roll back")));
+            }
+            id.to_string()
+        }
+        None => {
+            let live_pos = rows.iter().position(|r| r.status == "live").unwrap_or(0);
+            rows.iter().skip(live_pos + 1).find(|r| r.status == "previous").map(|r| r.id.clone()).ok_or_else(|| {
+                Error::new(format!("'{app}' has no earlier release that was live to roll back to; see 'releases {app}'"))
+            })?
+        }
+    };
+    output::step(format!("Rolling '{app}' back to release {target}"));
+    run_chain_with(root, app, &target, true)
 }

@@ -5,9 +5,12 @@
 pub mod app;
 pub mod atomic;
 pub mod envfile;
+pub mod health;
 pub mod error;
 pub mod lock;
 pub mod logtail;
+pub mod mapped;
+pub mod nginx_workers;
 pub mod output;
 pub mod paths;
 pub mod process;

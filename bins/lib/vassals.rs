@@ -1,13 +1,57 @@
-//! The uWSGI vassal naming protocol: `<app>_<kind>.<n>.ini` in
-//! uwsgi-available/ and uwsgi-enabled/ (piku.py's names).
+//! The uWSGI vassal naming protocol, in uwsgi-available/ and uwsgi-enabled/:
+//!
+//!   `<app>_<kind>.<n>.ini`            a background or cron worker (piku.py's
+//!                                     name), or a web worker that restarts in place
+//!   `<app>_<kind>.<n>.<colour>.ini`   a web-facing worker of one colour (blue
+//!                                     or green): during a deploy the new
+//!                                     release's colour runs beside the old one
+//!
+//! Process titles follow the same shape (`procname-prefix = <app>:<kind>.<n>[.<colour>]:`).
 
 use crate::app::AppName;
 use crate::error::{Error, Result};
 use crate::paths::Root;
 use std::path::Path;
 
-pub fn vassal_name(app: &AppName, kind: &str, n: u32) -> String {
-    format!("{app}_{kind}.{n}.ini")
+/// The two colours a web-facing worker alternates between.
+pub const COLOURS: [&str; 2] = ["blue", "green"];
+
+/// Does a worker of this kind face the web (nginx talks to it)?
+pub fn is_web_facing(kind: &str) -> bool {
+    crate::procfile::WEB_KINDS.contains(&kind)
+}
+
+/// `kind.n` or `kind.n.colour`.
+pub fn worker_id(kind: &str, n: u32, colour: Option<&str>) -> String {
+    match colour {
+        Some(c) => format!("{kind}.{n}.{c}"),
+        None => format!("{kind}.{n}"),
+    }
+}
+
+pub fn vassal_name(app: &AppName, kind: &str, n: u32, colour: Option<&str>) -> String {
+    format!("{app}_{}.ini", worker_id(kind, n, colour))
+}
+
+/// A vassal file name of `app`, taken apart: (kind, n, colour).
+pub fn parse_vassal(app: &AppName, name: &str) -> Option<(String, u32, Option<String>)> {
+    let rest = name.strip_prefix(&format!("{app}_"))?.strip_suffix(".ini")?;
+    parse_worker_id(rest)
+}
+
+/// `kind.n` or `kind.n.colour`, taken apart.
+pub fn parse_worker_id(id: &str) -> Option<(String, u32, Option<String>)> {
+    let parts: Vec<&str> = id.split('.').collect();
+    let (kind, n, colour) = match parts.as_slice() {
+        [kind, n] => (kind, n, None),
+        [kind, n, colour] if COLOURS.contains(colour) => (kind, n, Some(colour.to_string())),
+        _ => return None,
+    };
+    let n = n.parse::<u32>().ok()?;
+    if kind.is_empty() {
+        return None;
+    }
+    Some((kind.to_string(), n, colour))
 }
 
 /// The vassal files in `dir` that belong to `app`, matched exactly (piku's
@@ -30,9 +74,7 @@ pub fn app_vassals(root: &Root, app: &AppName, dir: &Path) -> Result<Vec<String>
     let mut names = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".ini")) else { continue };
-        let Some((kind, n)) = rest.rsplit_once('.') else { continue };
-        if kind.is_empty() || n.parse::<u32>().is_err() || kind.contains('.') {
+        if parse_vassal(app, &name).is_none() {
             continue;
         }
         if longer_apps.iter().any(|other| name.starts_with(&format!("{other}_"))) {
@@ -44,35 +86,13 @@ pub fn app_vassals(root: &Root, app: &AppName, dir: &Path) -> Result<Vec<String>
     Ok(names)
 }
 
-/// `kind.n` of a vassal file name of `app`, for messages.
+/// `kind.n[.colour]` of a vassal file name of `app`, for messages.
 pub fn worker_label(app: &AppName, name: &str) -> String {
     name.strip_prefix(&format!("{app}_")).unwrap_or(name).trim_end_matches(".ini").to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exact_match_never_takes_another_apps_vassals() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::at(dir.path());
-        for d in ["apps/foo", "apps/foobar", "apps/foo_x", "uwsgi-enabled"] {
-            std::fs::create_dir_all(root.dir(d)).unwrap();
-        }
-        for f in ["foo_web.1.ini", "foo_worker.2.ini", "foobar_web.1.ini", "foo_x_web.1.ini", "foo_web.ini", "foo_.1.ini", "foo_web.1.ini.tmp"] {
-            std::fs::write(root.dir("uwsgi-enabled").join(f), "").unwrap();
-        }
-        let foo = AppName::parse("foo").unwrap();
-        assert_eq!(app_vassals(&root, &foo, &root.dir("uwsgi-enabled")).unwrap(), ["foo_web.1.ini", "foo_worker.2.ini"]);
-        let foo_x = AppName::parse("foo_x").unwrap();
-        assert_eq!(app_vassals(&root, &foo_x, &root.dir("uwsgi-enabled")).unwrap(), ["foo_x_web.1.ini"]);
-        assert_eq!(worker_label(&foo, "foo_web.1.ini"), "web.1");
-    }
-}
-
-/// The workers whose vassal master runs now, as `app:kind.n`, read from the
-/// process titles uWSGI sets (`procname-prefix = <app>:<kind>.<n>:`).
+/// The workers whose vassal master runs now, as `app:kind.n[.colour]`, read
+/// from the process titles uWSGI sets (`procname-prefix`).
 pub fn running_workers() -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
     let Ok(procs) = std::fs::read_dir("/proc") else { return out };
@@ -88,4 +108,47 @@ pub fn running_workers() -> std::collections::BTreeSet<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_match_never_takes_another_apps_vassals() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::at(dir.path());
+        for d in ["apps/foo", "apps/foobar", "apps/foo_x", "uwsgi-enabled"] {
+            std::fs::create_dir_all(root.dir(d)).unwrap();
+        }
+        for f in [
+            "foo_web.1.ini",
+            "foo_web.2.green.ini",
+            "foo_web.1.red.ini",
+            "foo_worker.2.ini",
+            "foobar_web.1.ini",
+            "foo_x_web.1.ini",
+            "foo_web.ini",
+            "foo_.1.ini",
+            "foo_web.1.ini.tmp",
+        ] {
+            std::fs::write(root.dir("uwsgi-enabled").join(f), "").unwrap();
+        }
+        let foo = AppName::parse("foo").unwrap();
+        assert_eq!(app_vassals(&root, &foo, &root.dir("uwsgi-enabled")).unwrap(), ["foo_web.1.ini", "foo_web.2.green.ini", "foo_worker.2.ini"]);
+        let foo_x = AppName::parse("foo_x").unwrap();
+        assert_eq!(app_vassals(&root, &foo_x, &root.dir("uwsgi-enabled")).unwrap(), ["foo_x_web.1.ini"]);
+        assert_eq!(worker_label(&foo, "foo_web.1.ini"), "web.1");
+        assert_eq!(worker_label(&foo, "foo_web.1.blue.ini"), "web.1.blue");
+    }
+
+    #[test]
+    fn names_round_trip_with_and_without_colour() {
+        let app = AppName::parse("a").unwrap();
+        assert_eq!(vassal_name(&app, "web", 2, Some("blue")), "a_web.2.blue.ini");
+        assert_eq!(parse_vassal(&app, "a_web.2.blue.ini"), Some(("web".into(), 2, Some("blue".into()))));
+        assert_eq!(parse_vassal(&app, "a_cron1.1.ini"), Some(("cron1".into(), 1, None)));
+        assert_eq!(parse_vassal(&app, "a_web.x.ini"), None);
+        assert!(is_web_facing("wsgi") && is_web_facing("php") && !is_web_facing("worker") && !is_web_facing("static"));
+    }
 }

@@ -5,16 +5,16 @@
 //! |----------|----------------------------------|-----------------------------------|----------|
 //! | python   | requirements.txt                 | python3 or python3.X              | virtualenv --python=python3 <env> (else python3 -m venv <env>); <env>/bin/pip install -r requirements.txt |
 //! | poetry   | pyproject.toml + poetry on PATH  | poetry (python3-poetry)           | the virtualenv as above; poetry install --no-interaction --no-root (VIRTUAL_ENV=<env>, POETRY_VIRTUALENVS_CREATE=false) |
-//! | uv       | pyproject.toml + uv on PATH      | uv (pipx install uv)              | uv sync [--frozen when uv.lock] --no-install-project [--python PYTHON_VERSION or .python-version] (UV_PROJECT_ENVIRONMENT=<env>) |
+//! | uv       | pyproject.toml + uv on PATH      | uv (PyPI; install.sh installs it) | uv sync [--frozen when uv.lock] --no-install-project [--python PYTHON_VERSION or .python-version] (UV_PROJECT_ENVIRONMENT=<env>) |
 //! | ruby     | Gemfile                          | ruby, bundle (ruby-bundler)       | bundle install (BUNDLE_PATH=<env>, BUNDLE_GEMFILE); bundle config set --local path <env> |
-//! | node     | package.json                     | node (nodejs), npm                | [nodeenv --prebuilt --node=NODE_VERSION --clean-src --force <env>]; in <env>: npm ci (with a lock) or npm install --no-audit --no-fund, or yarn / pnpm install |
+//! | node     | package.json                     | node (nodejs), npm                | [when NODE_VERSION and nodeenv: nodeenv --prebuilt --node=NODE_VERSION --clean-src --force <env>]; in <env>: npm ci (with a lock) or npm install --no-audit --no-fund, or yarn / pnpm install |
 //! | maven    | pom.xml                          | java (default-jdk), mvn (maven)   | mvn -B -Dmaven.repo.local=<cache>/repository package |
 //! | gradle   | build.gradle(.kts)               | java, gradle                      | gradle --no-daemon build (GRADLE_USER_HOME=<cache>) |
 //! | go       | go.mod, Godeps or *.go           | go (golang-go)                    | go mod download; go build -o <out>/bin/ ./... (GOPATH, GOCACHE in <cache>) |
 //! | clojure  | deps.edn                         | java, clojure                     | clojure -Sdeps {:mvn/local-repo "<cache>/m2"} -T:build release |
 //! | lein     | project.clj                      | java, lein (leiningen)            | lein update-in : assoc :local-repo "<cache>/m2" -- uberjar |
 //! | php      | a `php` worker                   | uWSGI's php plugin (uwsgi-plugin-php) | nothing to install |
-//! | rust     | Cargo.toml                       | cargo, rustc                      | cargo fetch; cargo build --release [--locked when Cargo.lock] (CARGO_HOME, CARGO_TARGET_DIR in <cache>; a Cargo.lock cargo resolved is kept with the cache); binaries copied to <out>/bin |
+//! | rust     | Cargo.toml                       | cargo, rustc                      | cargo fetch; cargo build --release [--locked when Cargo.lock] (CARGO_HOME, CARGO_TARGET_DIR in <cache>; a Cargo.lock cargo resolved is kept with the cache; cargo before 1.68 gets the sparse crates.io protocol, see needs_sparse_switch); binaries copied to <out>/bin |
 //! | generic  | any other worker                 |                                   | nothing |
 //! | static   | only `static` workers            |                                   | nothing |
 //!
@@ -182,7 +182,7 @@ pub fn detect(ctx: &Ctx, procfile: &Procfile) -> Result<Runtime> {
         (Static, "only static workers")
     } else if pyproject {
         return Err(Error::new(format!(
-            "app '{}' has a pyproject.toml, which needs poetry (Debian package: python3-poetry) or uv (not packaged by Debian: 'pipx install uv'), and neither is on the build's PATH ({}); install one, or add a requirements.txt",
+            "app '{}' has a pyproject.toml, which needs poetry (Debian package: python3-poetry) or uv (on PyPI, not packaged by Debian: install.sh installs it, or 'pipx install uv'), and neither is on the build's PATH ({}); install one, or add a requirements.txt",
             ctx.rel.app,
             ctx.path()
         )));
@@ -204,9 +204,9 @@ fn tools(ctx: &Ctx, runtime: Runtime) -> Vec<(String, String)> {
     match runtime {
         Pip => vec![python_tool(ctx)],
         Poetry => vec![python_tool(ctx), tool("poetry", "python3-poetry")],
-        Uv => vec![tool("uv", "none; install it with 'pipx install uv'")],
+        Uv => vec![tool("uv", "none, uv is on PyPI: install.sh installs it, or 'pipx install uv'")],
         Ruby => vec![tool("ruby", "ruby"), tool("bundle", "ruby-bundler")],
-        Node if ctx.setting("NODE_VERSION").is_some() => vec![tool("nodeenv", "nodeenv")],
+        Node if uses_nodeenv(ctx) => vec![tool("nodeenv", "nodeenv")],
         Node => vec![tool("node", "nodejs"), tool("npm", "npm")],
         Maven => vec![java, tool("mvn", "maven")],
         Gradle => vec![java, tool("gradle", "gradle")],
@@ -224,12 +224,18 @@ pub fn check_tools(ctx: &Ctx, runtime: Runtime) -> Result<()> {
     let (title, app) = (runtime.title(), &ctx.rel.app);
     for (tool, package) in tools(ctx, runtime) {
         if ctx.find(&tool).is_none() {
-            let why = if runtime == Node && tool == "nodeenv" { " (NODE_VERSION is set)" } else { "" };
+            let why = if runtime == Node && ctx.setting("NODE_VERSION").is_some() { " (NODE_VERSION is set, but nodeenv is not installed)" } else { "" };
             return Err(Error::new(format!(
                 "{title} app '{app}' needs '{tool}'{why}, which is not on the build's PATH ({}); install it (Debian package: {package}), or set PATH in the app's ENV or the server's settings",
                 ctx.path()
             )));
         }
+    }
+    if runtime == Node && ctx.setting("NODE_VERSION").is_some() && !uses_nodeenv(ctx) {
+        output::warn(format!(
+            "NODE_VERSION is set, but nodeenv is not installed (Debian package: nodeenv): '{app}' is built with the server's node ({})",
+            installed_version(ctx, Node).trim()
+        ));
     }
     if runtime == Php && !Path::new(PHP_PLUGIN).is_file() {
         return Err(Error::new(format!(
@@ -244,9 +250,10 @@ pub fn check_tools(ctx: &Ctx, runtime: Runtime) -> Result<()> {
 /// environments instead of broken ones.
 pub fn installed_version(ctx: &Ctx, runtime: Runtime) -> String {
     let program = match runtime {
-        Pip | Poetry => python_tool(ctx).0,
+        Pip | Poetry | Uv => python_tool(ctx).0,
         Ruby => "ruby".into(),
-        Node if ctx.setting("NODE_VERSION").is_none() => "node".into(),
+        Node if !uses_nodeenv(ctx) => "node".into(),
+        Rust => "rustc".into(),
         _ => return String::new(),
     };
     process::run_captured(ctx.command(&program, &[]).arg("--version"), "version").unwrap_or_default()
@@ -319,6 +326,12 @@ pub fn attach(ctx: &Ctx, runtime: Runtime, env: &Path, facts: &mut Env) -> Resul
     }
 }
 
+/// NODE_VERSION is honoured through nodeenv when nodeenv is installed (as
+/// piku); without it the server's node builds the app, with a warning.
+fn uses_nodeenv(ctx: &Ctx) -> bool {
+    ctx.setting("NODE_VERSION").is_some() && ctx.find("nodeenv").is_some()
+}
+
 /// `PYTHON_VERSION` (`3`, `3.11`) -> the interpreter (`python3`, `python3.11`),
 /// which Debian packages under the same name.
 fn python_tool(ctx: &Ctx) -> (String, String) {
@@ -361,7 +374,7 @@ fn install_node(ctx: &Ctx, env: &Path) -> Result<()> {
         c.current_dir(env).env("NODE_PATH", env.join("node_modules")).env("NPM_CONFIG_PREFIX", env);
         c
     };
-    if let Some(version) = ctx.setting("NODE_VERSION") {
+    if let Some(version) = ctx.setting("NODE_VERSION").filter(|_| uses_nodeenv(ctx)) {
         let mut nodeenv = node_command("nodeenv");
         nodeenv.current_dir(&ctx.rel.dir).args(["--prebuilt", &format!("--node={version}"), "--clean-src", "--force"]).arg(env);
         ctx.run(&mut nodeenv, "nodeenv")?;
@@ -504,7 +517,29 @@ fn go(ctx: &Ctx, cache: &Path) -> std::process::Command {
 fn cargo(ctx: &Ctx, cache: &Path) -> std::process::Command {
     let mut cargo = ctx.command("cargo", &[]);
     cargo.env("CARGO_HOME", cache.join("cargo")).env("CARGO_TARGET_DIR", cache.join("target"));
+    if needs_sparse_switch(ctx) {
+        cargo.env("CARGO_UNSTABLE_SPARSE_REGISTRY", "true").env("RUSTC_BOOTSTRAP", "1");
+    }
     cargo
+}
+
+/// Cargo before 1.68 (Debian 12's is 1.65) reads crates.io through a git clone
+/// of its index, a large download from a host many servers cannot reach; its
+/// sparse protocol (what later cargo uses by default) is there behind an
+/// unstable switch, which RUSTC_BOOTSTRAP unlocks. An app that configures the
+/// protocol itself decides.
+fn needs_sparse_switch(ctx: &Ctx) -> bool {
+    if ["CARGO_REGISTRIES_CRATES_IO_PROTOCOL", "CARGO_UNSTABLE_SPARSE_REGISTRY"].iter().any(|k| ctx.env.contains_key(*k)) {
+        return false;
+    }
+    let version = process::run_captured(ctx.command("cargo", &[]).arg("--version"), "cargo --version").unwrap_or_default();
+    cargo_before_sparse(&version)
+}
+
+/// "cargo 1.65.0 (...)" -> true for versions before 1.68.
+fn cargo_before_sparse(version: &str) -> bool {
+    let mut numbers = version.split_whitespace().nth(1).unwrap_or("").split('.').map(|n| n.parse::<u32>().ok());
+    matches!((numbers.next().flatten(), numbers.next().flatten()), (Some(1), Some(minor)) if minor < 68)
 }
 
 /// With a Cargo.lock, build exactly what it locks.
@@ -539,3 +574,4 @@ fn cargo_executables(json: &str) -> Vec<PathBuf> {
 fn edn_string(path: &Path) -> String {
     format!("\"{}\"", path.display().to_string().replace('\\', "\\\\").replace('"', "\\\""))
 }
+

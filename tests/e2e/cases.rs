@@ -31,6 +31,27 @@ pub const ALL: &[Case] = &[
     Case { name: "per_key_access", app: "access", run: crate::more_cases::per_key_access },
     Case { name: "wsgi_app", app: "wsgi-app", run: crate::more_cases::wsgi_app },
     Case { name: "client_script", app: "client-app", run: crate::more_cases::client_script },
+    Case { name: "build_python_pip", app: "build-pip", run: crate::build_cases::python_pip },
+    Case { name: "build_python_uv", app: "build-uv", run: crate::build_cases::python_uv },
+    Case { name: "build_node_npm", app: "build-node", run: crate::build_cases::node_npm },
+    Case { name: "build_go_stdlib", app: "build-go", run: crate::build_cases::go_stdlib },
+    Case { name: "build_rust_crate", app: "build-rust", run: crate::build_cases::rust_crate },
+    Case { name: "build_ruby_bundler", app: "build-ruby", run: crate::build_cases::ruby_bundler },
+    Case { name: "build_php_worker", app: "build-php", run: crate::build_cases::php_worker },
+    Case { name: "build_maven", app: "build-maven", run: crate::build_cases::maven },
+    Case { name: "build_gradle", app: "build-gradle", run: crate::build_cases::gradle },
+    Case { name: "build_clojure_cli", app: "build-clojure", run: crate::build_cases::clojure_cli },
+    Case { name: "build_leiningen", app: "build-lein", run: crate::build_cases::leiningen },
+    Case { name: "zero_downtime_redeploys", app: "zero-app", run: crate::zero_cases::zero_downtime_redeploys },
+    Case { name: "zero_failing_health_check", app: "zero-fail", run: crate::zero_cases::failing_health_check_keeps_live },
+    Case { name: "zero_downtime_wsgi", app: "zero-wsgi", run: crate::zero_cases::zero_downtime_wsgi },
+    Case { name: "nginx_options", app: "nginx-options", run: crate::nginx_cases::nginx_options },
+    Case { name: "nginx_static_https_only", app: "nginx-spa", run: crate::nginx_cases::nginx_static_https_only },
+    Case { name: "nginx_cloudflare_acl", app: "nginx-cf", run: crate::nginx_cases::nginx_cloudflare_acl },
+    Case { name: "nginx_bad_input", app: "nginx-bad", run: crate::nginx_cases::nginx_bad_input },
+    Case { name: "nginx_wsgi_cache", app: "nginx-wsgi-cache", run: crate::nginx_cases::nginx_wsgi_cache },
+    Case { name: "nginx_default_site", app: "nginx-default", run: crate::nginx_cases::nginx_default_site },
+    Case { name: "nginx_tls_with_pebble", app: "nginx-tls", run: crate::nginx_cases::nginx_tls_with_pebble },
     Case { name: "hardening_injection_corpus", app: "inject", run: crate::fault_cases::injection_corpus },
     Case { name: "fault_killed_deploy_chain", app: "killed", run: crate::fault_cases::killed_deploy_chain },
     Case { name: "fault_full_disk_deploy", app: "fulldisk", run: crate::fault_cases::full_disk_deploy },
@@ -74,12 +95,21 @@ fn static_site(s: &Server) -> Result<(), String> {
     let app = static_app(s, "static-site", host, "static one");
     app.commit("first")?;
     let out = app.deploy("main")?;
+    // "Live" when the push ends: the very first request, no retry, is the app's.
+    let (code, body) = crate::client::curl(s, host, "/");
+    if code != 200 || !body.contains("static one") {
+        return Err(with_push(format!("the first request after the push got {code}: {body}"), &out));
+    }
     serves(s, host, "/", "static one").map_err(|e| with_push(e, &out))?;
 
     app.write("public/index.html", &page_html("static two"));
     app.commit("second")?;
     let out = app.deploy("main")?;
-    serves(s, host, "/", "static two").map_err(|e| with_push(e, &out))
+    let (code, body) = crate::client::curl(s, host, "/");
+    if code != 200 || !body.contains("static two") {
+        return Err(with_push(format!("the first request after the second push got {code}: {body}"), &out));
+    }
+    Ok(())
 }
 
 fn generic_app(s: &Server) -> Result<(), String> {

@@ -563,7 +563,7 @@ pub fn full_disk_deploy(s: &Server) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let mounted = run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "piku-e2e-full"]).arg(&dir), None, COMMAND_TIMEOUT);
     if mounted.code != 0 {
-        return Err(format!("{}cannot mount a tmpfs here: {}", crate::SKIP, mounted.stderr.trim()));
+        return Err(format!("{}cannot mount a tmpfs here: {}", crate::SKIPPED, mounted.stderr.trim()));
     }
     let mount = Mount(dir.clone());
     server::chown_to_user(&dir)?;

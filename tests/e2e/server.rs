@@ -97,7 +97,7 @@ pub struct Server {
     pub work: PathBuf,
     pub ssh_port: u16,
     pub http_port: u16,
-    https_port: u16,
+    pub https_port: u16,
     sshd: Option<Child>,
     nginx_started: bool,
     emperor_started: bool,
@@ -345,9 +345,14 @@ impl Server {
              \x20   listen 127.0.0.1:{port} default_server;\n\
              \x20   return 404;\n\
              \x20 }}\n\
+             \x20 server {{\n\
+             \x20   listen 127.0.0.1:{https} ssl default_server;\n\
+             \x20   ssl_reject_handshake on;\n\
+             \x20 }}\n\
              \x20 include {root}/nginx/*.conf;\n\
              }}\n",
             port = self.http_port,
+            https = self.https_port,
             root = self.piku_root().display(),
         );
         std::fs::write(&conf, text).map_err(|e| format!("write {}: {e}", conf.display()))?;

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// Err(SKIP...) naming the first of `files` this machine lacks.
+/// Err(SKIPPED...) naming the first of `files` this machine lacks.
 fn require(files: &[&str], install: &str) -> Result<(), String> {
     match files.iter().find(|f| !Path::new(f).exists()) {
-        Some(f) => Err(format!("{}no {f} (apt-get install {install})", crate::SKIP)),
+        Some(f) => Err(format!("{}no {f} (apt-get install {install})", crate::SKIPPED)),
         None => Ok(()),
     }
 }
@@ -67,7 +67,7 @@ pub fn rwsgi_app(s: &Server) -> Result<(), String> {
     require(&["/usr/lib/uwsgi/plugins/rack_plugin.so"], "uwsgi-plugin-rack-ruby3.1 ruby-rack")?;
     let rack = run(Command::new("ruby").args(["-e", "require 'rack'"]), None, COMMAND_TIMEOUT);
     if rack.code != 0 {
-        return Err(format!("{}ruby cannot load rack (apt-get install ruby-rack): {}", crate::SKIP, rack.stderr.trim()));
+        return Err(format!("{}ruby cannot load rack (apt-get install ruby-rack): {}", crate::SKIPPED, rack.stderr.trim()));
     }
     let host = "kind-rwsgi.example.test";
     let app = App::new(s, "kind-rwsgi");

@@ -1,13 +1,13 @@
 //! piku-build: runtime detection in piku's order, the exact commands each
-//! runtime runs, dependency environments reused or built beside the live one,
-//! and real builds where the toolchain is installed here.
+//! runtime runs, dependency environments reused or built beside the live one.
+//! Real toolchains are the end-to-end suite's job (tests/e2e/build_cases.rs),
+//! which reports a case whose toolchain is missing as skipped.
 //!
 //! Toolchains are stood in for by a script that records how it was called
 //! (argv, working directory, the variables the build sets) and does the least
 //! the build needs. The build looks its tools up on the app's PATH (PATH in
 //! $PIKU_ROOT/settings, then the app's ENV), so a test puts the stand-ins there
-//! and nothing else. Real builds run where the toolchain is installed and say
-//! "skipped: <why>" where it is not, unless PIKU_REQUIRE_TOOLCHAINS is set.
+//! and nothing else.
 
 use crate::harness::*;
 use std::collections::BTreeMap;
@@ -26,7 +26,7 @@ name=${0##*/}
 {
     printf '%s' "$name"; for a in "$@"; do printf ' %s' "$a"; done; printf '\n'
     printf '  cwd=%s\n' "$PWD"
-    for v in VIRTUAL_ENV UV_PROJECT_ENVIRONMENT BUNDLE_PATH BUNDLE_GEMFILE NODE_PATH NPM_CONFIG_PREFIX GOPATH GOCACHE GOFLAGS GO111MODULE CARGO_HOME CARGO_TARGET_DIR GRADLE_USER_HOME GITLIBS POETRY_VIRTUALENVS_CREATE PATH; do
+    for v in VIRTUAL_ENV UV_PROJECT_ENVIRONMENT BUNDLE_PATH BUNDLE_GEMFILE NODE_PATH NPM_CONFIG_PREFIX GOPATH GOCACHE GOFLAGS GO111MODULE CARGO_HOME CARGO_TARGET_DIR GRADLE_USER_HOME GITLIBS POETRY_VIRTUALENVS_CREATE CARGO_UNSTABLE_SPARSE_REGISTRY RUSTC_BOOTSTRAP PATH; do
         eval "value=\${$v-}"
         [ -n "$value" ] && printf '  %s=%s\n' "$v" "$value"
     done
@@ -34,7 +34,7 @@ name=${0##*/}
 case " ${STANDIN_FAIL-} " in *" $name "*) echo "$name: failing, as the test asked" >&2; exit 1;; esac
 for last; do :; done
 case "$name $*" in
-    *--version*) echo "$name 0.0 (stand-in)"; exit 0;;
+    *--version*) echo "$name ${STANDIN_VERSION:-0.0} (stand-in)"; exit 0;;
     "virtualenv "*|"python3 -m venv "*) /bin/mkdir -p "$last/bin" && /bin/cp "$0" "$last/bin/pip";;
     "npm install -g "*) /bin/mkdir -p "$NPM_CONFIG_PREFIX/bin" && /bin/cp "$0" "$NPM_CONFIG_PREFIX/bin/$last";;
     "go build -o "*"/ ./...") /bin/mkdir -p "$3" && /bin/cp "$0" "$3/hello";;
@@ -216,6 +216,25 @@ fn runtimes_are_detected_in_pikus_order() {
 }
 
 #[test]
+fn nothing_to_detect_is_an_error_and_nothing_changes() {
+    let (s, tools) = server_with(ALL_TOOLS);
+    for (files, needle) in [
+        (&[("Procfile", "release: ./migrate\n"), ("requirements.txt", "six\n")][..], "the Procfile of app 'none' declares no worker (only tasks, or nothing)"),
+        (&[("Procfile", "# nothing yet\n")], "declares no worker"),
+    ] {
+        let id = release(&s, "none", files);
+        let r = build(&s, "none", &id).fails(1, needle);
+        assert!(!r.stderr.contains("detected"), "{}", r.stderr);
+        assert_eq!(tools.calls(), "", "nothing ran");
+        assert_eq!(env_dirs(&s, "none"), Vec::<String>::new());
+        assert!(!s.root().join(format!("releases/none/{id}.build")).exists());
+    }
+    let id = release(&s, "none", &[]);
+    std::fs::remove_file(tree(&s, "none", &id).join("Procfile")).unwrap();
+    build(&s, "none", &id).fails(1, "app 'none' has no Procfile");
+}
+
+#[test]
 fn pyproject_uses_uv_when_poetry_is_not_installed() {
     let (s, _all) = server_with(ALL_TOOLS);
     let uv = Tools::new(&s, "uv-only", &["uv"]);
@@ -340,6 +359,34 @@ fn each_runtime_runs_its_exact_commands() {
 }
 
 #[test]
+fn cargo_before_1_68_reads_crates_io_through_the_sparse_protocol() {
+    let (s, tools) = server_with(ALL_TOOLS);
+    // (cargo's version, the app's ENV, whether the build switches the sparse protocol on)
+    for (n, (version, env, switched)) in [
+        ("1.65.0", "", true),
+        ("1.67.1", "", true),
+        ("1.68.0", "", false),
+        ("1.91.0", "", false),
+        ("1.65.0", "CARGO_REGISTRIES_CRATES_IO_PROTOCOL=git\n", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        tools.clear();
+        let app = format!("rs{n}");
+        let id = release(&s, &app, &[("Cargo.toml", "[package]\n"), ("ENV", &format!("STANDIN_VERSION={version}\n{env}"))]);
+        build(&s, &app, &id).ok();
+        let calls = tools.calls();
+        let cargo_calls = calls.split("\ncargo ").skip(1).filter(|c| !c.starts_with("--version")).collect::<Vec<_>>();
+        assert_eq!(cargo_calls.len(), 3, "fetch, build, list: {calls}");
+        for call in cargo_calls {
+            let has = call.contains("  CARGO_UNSTABLE_SPARSE_REGISTRY=true\n") && call.contains("  RUSTC_BOOTSTRAP=1\n");
+            assert_eq!(has, switched, "cargo {version} with {env:?}:\ncargo {call}");
+        }
+    }
+}
+
+#[test]
 fn facts_and_links_connect_the_release_to_its_environment() {
     let (s, _tools) = server_with(ALL_TOOLS);
     let id = release(&s, "web", &[("package.json", "{}")]);
@@ -418,7 +465,6 @@ fn a_missing_tool_is_named_with_its_debian_package_and_nothing_changes() {
         ("rs", &[("Cargo.toml", "")], "needs 'cargo'"),
         ("py311", &[("requirements.txt", ""), ("ENV", "PYTHON_VERSION=3.11\n")], "needs 'python3.11', which is not on the build's PATH"),
         ("py311", &[("requirements.txt", ""), ("ENV", "PYTHON_VERSION=3.11\n")], "(Debian package: python3.11)"),
-        ("node", &[("package.json", "{}"), ("ENV", "NODE_VERSION=20\n")], "needs 'nodeenv' (NODE_VERSION is set)"),
         ("py", &[("pyproject.toml", "")], "has a pyproject.toml, which needs poetry (Debian package: python3-poetry) or uv"),
     ] {
         let id = release(&s, app, files);
@@ -426,6 +472,15 @@ fn a_missing_tool_is_named_with_its_debian_package_and_nothing_changes() {
         assert_eq!(env_dirs(&s, app), Vec::<String>::new());
         assert!(!s.root().join(format!("releases/{app}/{id}.build")).exists());
     }
+    // NODE_VERSION without nodeenv: the server's node, with a warning; without node either, an error.
+    let id = release(&s, "node", &[("package.json", "{}"), ("ENV", "NODE_VERSION=20\n")]);
+    let r = build(&s, "node", &id).ok();
+    assert!(r.stderr.contains("=====> NODE_VERSION is set, but nodeenv is not installed (Debian package: nodeenv): 'node' is built with the server's node (node 0.0 (stand-in))"), "{}", r.stderr);
+    let (bare, _none) = server_with(&["ruby"]);
+    let id = release(&bare, "node", &[("package.json", "{}"), ("ENV", "NODE_VERSION=20\n")]);
+    build(&bare, "node", &id).fails(1, "Node app 'node' needs 'node' (NODE_VERSION is set, but nodeenv is not installed), which is not on the build's PATH");
+    assert_eq!(env_dirs(&bare, "node"), Vec::<String>::new());
+
     // A pyproject.toml for a Node app's linters does not stop it being a Node app.
     let id = release(&s, "linted", &[("pyproject.toml", "[tool.ruff]\n"), ("package.json", "{}")]);
     assert!(build(&s, "linted", &id).ok().stderr.contains("Node app detected"));
@@ -505,219 +560,82 @@ fn destroy_removes_every_dependency_environment() {
     assert_eq!(env_dirs(&s, "web"), Vec::<String>::new());
 }
 
-// Real toolchains, through a real push.
+#[test]
+fn preflight_runs_before_the_build_and_release_after_it_with_the_apps_environment() {
+    let (s, tools) = server_with(ALL_TOOLS);
+    let app = GitApp::new(&[
+        ("package.json", "{}"),
+        ("ENV", "GREETING=hello\n"),
+        (
+            "Procfile",
+            "web: run-me\npreflight: echo \"preflight in $PWD: $GREETING app=$APP port=$PORT\"; test -f package.json\nrelease: echo \"release: node_path=$NODE_PATH\"\n",
+        ),
+    ]);
+    let r = s.push(&app, "web", "main").ok();
+    assert!(r.stderr.contains("Deployed 'web'"), "{}", r.stderr);
+    let id = s.live_id("web").unwrap();
+    let env = facts(&s, "web", &id)["VIRTUAL_ENV"].clone();
+    // (On a first deploy piku-config has not settled the port yet: any port will do.)
+    let said = format!("       preflight in {}: hello app=web port=", tree(&s, "web", &id).display());
+    let port = r.stderr.split(&said).nth(1).and_then(|rest| rest.lines().next()).map(|p| p.trim().parse::<u16>());
+    assert!(matches!(port, Some(Ok(_))), "the preflight task saw the app's environment:\n{}", r.stderr);
+    let (preflight, install, release) = (
+        r.stderr.find(&said),
+        r.stderr.find("Running npm install"),
+        r.stderr.find(&format!("       release: node_path={env}/node_modules ")),
+    );
+    assert!(preflight.is_some() && install.is_some() && release.is_some(), "{}", r.stderr);
+    assert!(preflight < install && install < release, "preflight, then the build, then release:\n{}", r.stderr);
 
-/// The directory that holds `tool` here (a pyenv shim resolved), if any.
-fn installed(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let found = std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())?;
-    if found.to_string_lossy().contains("/shims/") {
-        let out = std::process::Command::new("pyenv").args(["which", tool]).output().ok()?;
-        let real = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        return (out.status.success() && real.is_file()).then(|| real.parent().unwrap().to_path_buf());
-    }
-    found.parent().map(Path::to_path_buf)
+    // A failing preflight stops the deploy before anything is installed.
+    tools.clear();
+    app.commit(&[("package.json", "{\"v\":2}"), ("Procfile", "web: run-me\npreflight: echo checking; exit 3\n")], "preflight fails");
+    let r = s.push(&app, "web", "main").ok();
+    assert!(r.stderr.contains("       checking ") && r.stderr.contains("the preflight task of 'web' failed (exit code 3)"), "{}", r.stderr);
+    assert!(r.stderr.contains("Deploy of 'web' failed: the build failed"), "{}", r.stderr);
+    assert_eq!(s.live_id("web").unwrap(), id, "the old release still serves");
+    assert!(!tools.calls().contains("npm"), "nothing was installed: {}", tools.calls());
+    assert_eq!(env_dirs(&s, "web").len(), 1);
 }
 
-/// A server whose apps (and builds) find `tools`; None, having said
-/// "skipped: ...", when one is not installed (a failure under PIKU_REQUIRE_TOOLCHAINS).
-fn real_server(test: &str, tools: &[&str]) -> Option<Server> {
-    let mut dirs: Vec<String> = Vec::new();
-    for tool in tools {
-        let Some(dir) = installed(tool) else {
-            let why = format!("{test}: '{tool}' is not installed");
-            if std::env::var_os("PIKU_REQUIRE_TOOLCHAINS").is_some() {
-                panic!("{why}, and PIKU_REQUIRE_TOOLCHAINS is set");
-            }
-            eprintln!("skipped: {why}");
-            return None;
-        };
-        let dir = dir.display().to_string();
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
+#[test]
+fn build_output_reaches_the_pusher_line_by_line_as_it_happens() {
+    use std::io::BufRead;
+    let (s, tools) = server_with(ALL_TOOLS);
+    // An npm that prints a line, then waits until the test has read it.
+    let slow = s.dir.path().join("slow");
+    std::fs::create_dir_all(&slow).unwrap();
+    std::fs::write(
+        slow.join("npm"),
+        "#!/bin/sh\necho 'first line'\ni=0\nwhile [ ! -e \"$GO_ON\" ] && [ $i -lt 100 ]; do /bin/sleep 0.1; i=$((i+1)); done\n\
+         if [ -e \"$GO_ON\" ]; then echo 'second line'; else echo 'second line, but nobody saw the first one in time'; fi\n",
+    )
+    .unwrap();
+    chmod_x(&slow.join("npm"));
+    let go_on = s.dir.path().join("go-on");
+    let env = format!("PATH={}:{}\nGO_ON={}\n", slow.display(), tools.dir.display(), go_on.display());
+    let id = release(&s, "web", &[("package.json", "{}"), ("ENV", &env)]);
+
+    let mut child = std::process::Command::new(s.dir.path().join("prefix/bin/piku-build"))
+        .args(["web", &id])
+        .env_clear()
+        .env("HOME", s.home())
+        .env("USER", "piku")
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "       first line" {
+            std::fs::write(&go_on, "").unwrap();
         }
+        said.push(line);
     }
-    dirs.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(String::from));
-    let s = Server::new();
-    s.write_settings(&format!("NGINX_BIN=true\nNGINX_RELOAD=true\nPATH={}\n", dirs.join(":")));
-    Some(s)
-}
-
-/// ENV lines that hand this machine's CA bundle and proxy settings to the
-/// build's tools (the harness runs the tools with a clean environment; an app
-/// behind such a proxy would set them in its ENV just so).
-fn network_env() -> String {
-    const KEYS: &[&str] = &[
-        "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CARGO_HTTP_CAINFO",
-        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    ];
-    KEYS.iter().filter_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()).map(|v| format!("{k}={v}\n"))).collect()
-}
-
-/// Push, expecting a deploy that went live.
-#[track_caller]
-fn push_live(s: &Server, app: &GitApp, name: &str) -> Run {
-    let r = s.push(app, name, "main").ok();
-    assert!(r.stderr.contains(&format!("Deployed '{name}'")), "{}", r.stderr);
-    r
-}
-
-/// Deploy a static site, then push `files` on top: the deploy must fail with
-/// every one of `needles` shown and the site still live.
-fn assert_bad_build_keeps_live(s: &Server, files: &[(&str, &str)], needles: &[&str]) {
-    let app = GitApp::new(STATIC_APP);
-    push_live(s, &app, "site");
-    let live = s.live_id("site").unwrap();
-    app.commit(files, "broken");
-    let r = s.push(&app, "site", "main").ok();
-    for needle in needles {
-        assert!(r.stderr.contains(needle), "no {needle:?} in:\n{}", r.stderr);
-    }
-    assert!(r.stderr.contains("Deploy of 'site' failed: the build failed"), "{}", r.stderr);
-    assert!(r.stderr.contains("The release that was live is still serving"), "{}", r.stderr);
-    assert_eq!(s.live_id("site").unwrap(), live);
-    assert_eq!(s.read("apps/site/public/index.html"), "version one\n");
-}
-
-#[test]
-fn a_python_app_gets_a_virtualenv_that_later_pushes_reuse() {
-    let Some(s) = real_server("python", &["python3"]) else { return };
-    let app = GitApp::new(&[
-        ("requirements.txt", "# nothing yet\n"),
-        ("ENV", &network_env()),
-        ("Procfile", "web: python3 -m http.server $PORT\nrelease: python3 -c 'import sys; print(sys.prefix)' > prefix.txt\n"),
-    ]);
-    let r = push_live(&s, &app, "py");
-    assert!(r.stderr.contains("Python app detected (requirements.txt)"), "{}", r.stderr);
-    let id = s.live_id("py").unwrap();
-    let env = facts(&s, "py", &id)["VIRTUAL_ENV"].clone();
-    assert_eq!(s.read("apps/py/prefix.txt").trim(), env, "the app runs in its virtualenv");
-
-    app.commit(&[("app.py", "print('hi')\n")], "code only");
-    let r = push_live(&s, &app, "py");
-    assert!(r.stderr.contains("Dependencies unchanged, skipped"), "{}", r.stderr);
-    assert_eq!(facts(&s, "py", &s.live_id("py").unwrap())["VIRTUAL_ENV"], env);
-}
-
-#[test]
-fn a_node_app_with_one_npm_dependency_deploys_and_code_pushes_skip_the_install() {
-    let Some(s) = real_server("node", &["node", "npm"]) else { return };
-    let app = GitApp::new(&[
-        ("package.json", r#"{"name":"hello","version":"1.0.0","private":true,"dependencies":{"ms":"2.1.3"}}"#),
-        ("index.js", "console.log(require('ms')(60000))\n"),
-        ("ENV", &network_env()),
-        ("Procfile", "web: node index.js\nrelease: node index.js > released.txt\n"),
-    ]);
-    let r = push_live(&s, &app, "node");
-    assert!(r.stderr.contains("Node app detected (package.json)") && r.stderr.contains("Running npm install"), "{}", r.stderr);
-    assert_eq!(s.read("apps/node/released.txt"), "1m\n", "the dependency is installed and found");
-    assert!(s.root().join("apps/node/node_modules/ms/package.json").is_file());
-    let env = facts(&s, "node", &s.live_id("node").unwrap())["VIRTUAL_ENV"].clone();
-    let marker = std::fs::metadata(Path::new(&env).join(".piku-complete")).unwrap().modified().unwrap();
-    let live_env = s.read("envs/node/LIVE_ENV");
-    assert!(live_env.contains(&format!("NODE_PATH={env}/node_modules\n")), "{live_env}");
-    assert!(live_env.contains(&format!("{env}/node_modules/.bin:")), "{live_env}");
-
-    app.commit(&[("index.js", "console.log(require('ms')(120000))\n")], "code only");
-    let r = push_live(&s, &app, "node");
-    assert!(r.stderr.contains("Dependencies unchanged, skipped") && !r.stderr.contains("Running npm"), "{}", r.stderr);
-    assert_eq!(s.read("apps/node/released.txt"), "2m\n");
-    assert_eq!(std::fs::metadata(Path::new(&env).join(".piku-complete")).unwrap().modified().unwrap(), marker, "not rebuilt");
-}
-
-#[test]
-fn a_go_app_is_compiled_on_every_push_onto_its_path() {
-    let Some(s) = real_server("go", &["go"]) else { return };
-    let main = |greeting: &str| format!("package main\n\nimport \"fmt\"\n\nfunc main() {{ fmt.Println(\"{greeting}\") }}\n");
-    let app = GitApp::new(&[
-        ("go.mod", "module example.com/hello\n\ngo 1.19\n"),
-        ("main.go", &main("hello")),
-        ("Procfile", "web: hello\nrelease: hello > built.txt\n"),
-    ]);
-    let r = push_live(&s, &app, "go");
-    assert!(r.stderr.contains("Go app detected (go.mod)"), "{}", r.stderr);
-    assert_eq!(s.read("apps/go/built.txt"), "hello\n");
-
-    app.commit(&[("main.go", &main("hello again"))], "code only");
-    let r = push_live(&s, &app, "go");
-    assert!(r.stderr.contains("Dependencies unchanged, skipped") && r.stderr.contains("Running go build"), "{}", r.stderr);
-    assert_eq!(s.read("apps/go/built.txt"), "hello again\n", "compiled again from the new source");
-}
-
-/// ENV lines a rustup-managed cargo needs when HOME is not its owner's.
-fn rustup_env() -> String {
-    let home = std::env::var("RUSTUP_HOME").ok().or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.rustup")));
-    match home {
-        Some(h) if Path::new(&h).is_dir() => format!("RUSTUP_HOME={h}\n"),
-        _ => String::new(),
-    }
-}
-
-#[test]
-fn a_rust_app_with_one_crate_is_built_in_release_mode() {
-    let Some(s) = real_server("rust", &["cargo", "rustc"]) else { return };
-    let main = |n: u32| format!("fn main() {{ println!(\"{{}}\", itoa::Buffer::new().format({n}u32)); }}\n");
-    let app = GitApp::new(&[
-        ("Cargo.toml", "[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nitoa = \"1\"\n"),
-        ("src/main.rs", &main(42)),
-        ("ENV", &format!("{}{}", rustup_env(), network_env())),
-        ("Procfile", "web: hello\nrelease: hello > built.txt\n"),
-    ]);
-    let r = push_live(&s, &app, "rs");
-    assert!(r.stderr.contains("Rust app detected") && r.stderr.contains("Running cargo build --release"), "{}", r.stderr);
-    assert_eq!(s.read("apps/rs/built.txt"), "42\n");
-
-    app.commit(&[("src/main.rs", &main(43))], "code only");
-    let r = push_live(&s, &app, "rs");
-    assert!(r.stderr.contains("Dependencies unchanged, skipped"), "{}", r.stderr);
-    // The versions cargo resolved the first time, without asking the registry again.
-    assert!(r.stderr.contains("Running cargo build --release --locked") && !r.stderr.contains("Updating crates.io index"), "{}", r.stderr);
-    assert_eq!(s.read("apps/rs/built.txt"), "43\n");
-}
-
-#[test]
-fn a_uv_app_runs_in_the_environment_uv_synced() {
-    let Some(s) = real_server("uv", &["uv", "python3"]) else { return };
-    let app = GitApp::new(&[
-        ("pyproject.toml", "[project]\nname = \"hello\"\nversion = \"0.1.0\"\nrequires-python = \">=3.9\"\ndependencies = []\n"),
-        ("Procfile", "web: python -m http.server $PORT\nrelease: python -c 'import sys; print(sys.prefix)' > prefix.txt\n"),
-        ("ENV", &network_env()),
-    ]);
-    let r = push_live(&s, &app, "uvapp");
-    assert!(r.stderr.contains("Python app detected (pyproject.toml, uv)"), "{}", r.stderr);
-    let env = facts(&s, "uvapp", &s.live_id("uvapp").unwrap())["VIRTUAL_ENV"].clone();
-    assert_eq!(s.read("apps/uvapp/prefix.txt").trim(), env);
-    assert!(s.root().join("apps/uvapp/uv.lock").is_file(), "uv.lock is kept");
-}
-
-#[test]
-fn a_requirements_txt_naming_a_missing_package_stops_the_deploy() {
-    let Some(s) = real_server("pip", &["python3"]) else { return };
-    assert_bad_build_keeps_live(
-        &s,
-        &[("requirements.txt", "piku-no-such-package-anywhere==0.0.1\n"), ("ENV", &format!("NGINX_SERVER_NAME=static.example.test\n{}", network_env()))],
-        &["Python app detected", "       ERROR:", "pip install for 'site' failed"],
-    );
-    let dirs = env_dirs(&s, "site");
-    assert!(dirs.is_empty(), "the failed virtualenv is gone: {dirs:?}");
-}
-
-#[test]
-fn a_package_json_that_is_not_json_stops_the_deploy() {
-    let Some(s) = real_server("node", &["node", "npm"]) else { return };
-    assert_bad_build_keeps_live(&s, &[("package.json", "{not json")], &["package.json of 'site' is not valid JSON: SyntaxError"]);
-}
-
-#[test]
-fn a_rust_app_that_does_not_compile_stops_the_deploy() {
-    let Some(s) = real_server("rust", &["cargo", "rustc"]) else { return };
-    assert_bad_build_keeps_live(
-        &s,
-        &[
-            ("Cargo.toml", "[package]\nname = \"broken\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
-            ("src/main.rs", "fn main() { this is not rust }\n"),
-            ("ENV", &format!("NGINX_SERVER_NAME=static.example.test\n{}{}", rustup_env(), network_env())),
-        ],
-        &["Rust app detected", "       error", "cargo build for 'site' failed"],
-    );
+    assert!(child.wait().unwrap().success(), "{said:#?}");
+    let at = |needle: &str| said.iter().position(|l| l == needle).unwrap_or_else(|| panic!("no {needle:?} in {said:#?}"));
+    assert!(at("-----> Running npm install --no-audit --no-fund") < at("       first line"));
+    assert!(at("       first line") < at("       second line"));
 }

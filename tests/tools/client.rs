@@ -255,6 +255,10 @@ fn run_passes_the_exit_status_back_and_stdin_through() {
     assert_eq!(laptop.last_ssh_call(), ["piku@server", "'run' 'site' 'echo ran in $PWD; exit 3'"], "no -t without a terminal");
     let r = laptop.piku(app.dir.path(), &["run", "printf", "[%s]", "a b", "it's"]).ok();
     assert_eq!(r.stdout, "[a b][it's]");
+    // The first `--` ends options, as in piku: the command never sees it.
+    let r = laptop.piku(app.dir.path(), &["run", "--", "printf", "[%s]", "-al", "--"]).ok();
+    assert_eq!(r.stdout, "[-al][--]");
+    laptop.piku(app.dir.path(), &["run", "--"]).fails(2, "needs a command");
     let mut child = laptop.command(app.dir.path(), &[], &["run", "wc", "-l"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(b"one\ntwo\n").unwrap();
     let out = child.wait_with_output().unwrap();

@@ -166,21 +166,27 @@ fn workers_become_vassals_with_the_live_environment() {
         ("ENV", "NGINX_SERVER_NAME=gen.example.test\nTRICKY=100% $(HOME) @(exec://id)\n"),
     ]);
     s.push(&app, "gen", "main").ok();
-    let web = s.read("uwsgi-enabled/gen_web.1.ini");
+    let web = s.read("uwsgi-enabled/gen_web.1.blue.ini");
     assert!(web.contains("attach-daemon = python3 -m http.server $PORT\n"), "{web}");
     assert!(web.contains("env = TRICKY=100%% %(piku_dollar)(HOME) %(piku_at)(exec://id)\n"), "{web}");
     assert!(web.contains("env = PROC_TYPE=web\n") && web.contains("env = APP=gen\n"), "{web}");
-    assert_eq!(s.read("uwsgi-available/gen_web.1.ini"), web);
+    assert_eq!(s.read("uwsgi-available/gen_web.1.blue.ini"), web);
     assert!(s.read("uwsgi-enabled/gen_worker.1.ini").contains("attach-daemon = sleep 100\n"));
     assert_eq!(s.read("envs/gen/SCALING"), "web:1\nworker:1\n");
     let live = s.read("envs/gen/LIVE_ENV");
     let port = live.lines().find_map(|l| l.strip_prefix("PORT=")).expect("PORT in LIVE_ENV").to_string();
     assert!(s.read("nginx/gen.conf").contains(&format!("server 127.0.0.1:{port};")));
 
-    // A redeploy keeps the port; a removed kind's vassal goes away.
+    // A redeploy starts on the other colour's port, beside the live one,
+    // then stops the old; a removed kind's vassal goes away.
     app.commit(&[("Procfile", "web: python3 -m http.server $PORT\n")], "no worker");
     s.push(&app, "gen", "main").ok();
-    assert!(s.read("envs/gen/LIVE_ENV").contains(&format!("PORT={port}\n")));
+    let green = s.read("uwsgi-enabled/gen_web.1.green.ini");
+    let new_port = s.read("envs/gen/LIVE_ENV").lines().find_map(|l| l.strip_prefix("PORT=")).unwrap().to_string();
+    assert_ne!(new_port, port);
+    assert!(green.contains(&format!("env = PORT={new_port}\n")), "{green}");
+    assert!(s.read("nginx/gen.conf").contains(&format!("server 127.0.0.1:{new_port};")));
+    assert!(!s.root().join("uwsgi-enabled/gen_web.1.blue.ini").exists());
     assert!(!s.root().join("uwsgi-enabled/gen_worker.1.ini").exists());
     assert!(!s.root().join("uwsgi-available/gen_worker.1.ini").exists());
     assert_eq!(s.read("envs/gen/SCALING"), "web:1\n");
@@ -192,7 +198,7 @@ fn each_tool_runs_by_hand_idempotently() {
     let app = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n"), ("ENV", "NGINX_SERVER_NAME=h.example.test\n")]);
     s.push(&app, "hand", "main").ok();
     let id = s.live_id("hand").unwrap();
-    let snapshot = || (s.read("nginx/hand.conf"), s.read("uwsgi-enabled/hand_web.1.ini"), s.read("envs/hand/LIVE_ENV"));
+    let snapshot = || (s.read("nginx/hand.conf"), s.read("uwsgi-enabled/hand_web.1.blue.ini"), s.read("envs/hand/LIVE_ENV"));
     let before = snapshot();
     for _ in 0..2 {
         s.tool("piku-receive", &["hand"]).ok();
@@ -262,4 +268,194 @@ fn pushes_to_different_apps_run_in_parallel() {
     });
     // Serialized they would take 6 s; this is a bound, not a benchmark.
     assert!(started.elapsed() < std::time::Duration::from_secs(6), "{:?}", started.elapsed());
+}
+
+const WEB_APP: &[(&str, &str)] = &[("Procfile", "web: python3 -m http.server $PORT\n"), ("ENV", "NGINX_SERVER_NAME=web.example.test\n")];
+
+fn live_port(s: &Server, app: &str) -> String {
+    s.read(&format!("envs/{app}/LIVE_ENV")).lines().find_map(|l| l.strip_prefix("PORT=")).expect("PORT in LIVE_ENV").to_string()
+}
+
+/// Release ids have 1 s resolution.
+fn next_second() {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+}
+
+#[test]
+fn releases_list_each_deploy_and_rollback_makes_an_earlier_one_live_without_a_build() {
+    let s = Server::new();
+    let app = GitApp::new(WEB_APP);
+    s.push(&app, "web", "main").ok();
+    let first = s.live_id("web").unwrap();
+    let blue = live_port(&s, "web");
+    next_second();
+    app.commit(&[("index.html", "two\n")], "second: with an index");
+    s.push(&app, "web", "main").ok();
+    let second = s.live_id("web").unwrap();
+    let green = live_port(&s, "web");
+    assert_ne!(blue, green, "each deploy runs on the colour that was not live");
+    next_second();
+    app.commit(&[("Procfile", "web: python3 -m http.server $PORT\nrelease: exit 4\n")], "third: broken");
+    s.push(&app, "web", "main").ok();
+
+    let rows = s.ssh("releases web").ok().stdout;
+    let rows: Vec<Vec<&str>> = rows.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!((rows[0][3], rows[0][4]), ("failed", "third:"));
+    assert_eq!((rows[1][0], rows[1][3], rows[1][4]), (second.as_str(), "live", "second:"));
+    assert_eq!((rows[2][0], rows[2][3]), (first.as_str(), "previous"));
+    assert_eq!(rows[2][1].len(), 7, "short commit");
+    assert!(rows[2][2].ends_with('Z') && rows[2][2].contains('T'), "date {}", rows[2][2]);
+    let json = s.ssh("releases web --json").ok().stdout;
+    assert!(json.starts_with('[') && json.contains(&format!("{{\"id\":\"{second}\",")) && json.contains("\"status\":\"live\",\"message\":\"second: with an index\""), "{json}");
+
+    // rollback: the previous release, through the chain, without a build, on the other colour.
+    let r = s.ssh("rollback web").ok();
+    assert!(r.stderr.contains(&format!("Rolling 'web' back to release {first}")), "{}", r.stderr);
+    assert!(!r.stderr.contains("detected"), "no build on rollback:\n{}", r.stderr);
+    assert_eq!(s.live_id("web").unwrap(), first);
+    assert_eq!(live_port(&s, "web"), blue);
+    assert!(s.read("uwsgi-enabled/web_web.1.blue.ini").contains(&format!("chdir = {}/releases/web/{first}\n", s.root().display())));
+    assert!(!s.root().join("uwsgi-enabled/web_web.1.green.ini").exists());
+    assert!(s.read("nginx/web.conf").contains(&format!("server 127.0.0.1:{blue};")));
+    // And forward again by id; the live one and unknown ids are refused.
+    s.ssh(&format!("rollback web {second}")).ok();
+    assert_eq!(s.live_id("web").unwrap(), second);
+    s.ssh(&format!("rollback web {second}")).fails(1, "already live");
+    s.ssh("rollback web 20000101-000000-0000000").fails(1, "has no release");
+    s.ssh("rollback web ../x").fails(2, "invalid release id");
+}
+
+#[test]
+fn rollback_uses_the_config_the_release_was_deployed_with() {
+    let s = Server::new();
+    let app = GitApp::new(WEB_APP);
+    s.push(&app, "web", "main").ok();
+    let first = s.live_id("web").unwrap();
+    s.ssh("config:set web --no-restart GREETING=new").ok();
+    next_second();
+    app.commit(&[("index.html", "two\n")], "second");
+    s.push(&app, "web", "main").ok();
+    assert!(s.read("envs/web/LIVE_ENV").contains("GREETING=new\n"));
+    s.ssh(&format!("rollback web {first}")).ok();
+    let live = s.read("envs/web/LIVE_ENV");
+    assert!(!live.contains("GREETING"), "the first release ran without GREETING:\n{live}");
+    assert_eq!(s.ssh("config:get web GREETING").ok().stdout, "new\n", "the user's config is not changed by a rollback");
+}
+
+#[test]
+fn a_release_that_never_answers_is_stopped_and_the_live_one_keeps_serving() {
+    let s = Server::new();
+    let app = GitApp::new(WEB_APP);
+    s.push(&app, "web", "main").ok();
+    let live = s.live_id("web").unwrap();
+    let before = (s.read("envs/web/LIVE_ENV"), s.read("nginx/web.conf"), s.read("uwsgi-enabled/web_web.1.blue.ini"));
+    // Health checks on: no emperor runs here, so the new worker never answers.
+    s.write_settings("NGINX_BIN=true\nNGINX_RELOAD=true\nPIKU_HEALTHCHECK_TIMEOUT=1\nPIKU_DRAIN_SECONDS=0\n");
+    std::fs::write(s.root().join("logs/web/web.1.green.log"), "an old line\n").unwrap();
+    next_second();
+    app.commit(&[("index.html", "two\n")], "second");
+    let r = s.push(&app, "web", "main");
+    assert_eq!(r.code, 0, "post-receive cannot reject a push");
+    for needle in ["web:web.1.green failed its health check within 1 s", "no connection to 127.0.0.1:", "it logged nothing", "rolled back", "The release that was live is still serving"] {
+        assert!(r.stderr.contains(needle), "no {needle:?} in:\n{}", r.stderr);
+    }
+    assert_eq!(s.live_id("web").unwrap(), live);
+    assert_eq!((s.read("envs/web/LIVE_ENV"), s.read("nginx/web.conf"), s.read("uwsgi-enabled/web_web.1.blue.ini")), before);
+    assert!(!s.root().join("uwsgi-enabled/web_web.1.green.ini").exists() && !s.root().join("uwsgi-available/web_web.1.green.ini").exists());
+    // The same through ssh: a failing restart exits 1.
+    s.ssh("restart web").fails(1, "did not become healthy");
+    assert_eq!(s.read("envs/web/LIVE_ENV"), before.0);
+    assert_eq!(s.read(&format!("releases/web/{live}.env")), before.0, "the live release's facts are back in step");
+}
+
+#[test]
+fn a_pinned_port_or_no_nginx_restarts_in_place_on_a_stable_port() {
+    let s = Server::new();
+    let app = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n"), ("ENV", "NGINX_SERVER_NAME=p.example.test\nPORT=8123\n")]);
+    let r = s.push(&app, "pinned", "main").ok();
+    assert!(r.stderr.contains("PORT is set to 8123 for 'pinned'") && r.stderr.contains("restart in place"), "{}", r.stderr);
+    next_second();
+    app.commit(&[("index.html", "two\n")], "second");
+    s.push(&app, "pinned", "main").ok();
+    assert!(s.read("uwsgi-enabled/pinned_web.1.ini").contains("env = PORT=8123\n"));
+    assert_eq!(live_port(&s, "pinned"), "8123");
+    // restart still restarts it (the emperor reloads a vassal whose file is touched).
+    let mtime = || std::fs::metadata(s.root().join("uwsgi-enabled/pinned_web.1.ini")).unwrap().modified().unwrap();
+    let before = mtime();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.ssh("restart pinned").ok();
+    assert!(mtime() > before, "restart did not touch the vassal");
+
+    let direct = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n")]);
+    s.push(&direct, "direct", "main").ok();
+    let port = live_port(&s, "direct");
+    next_second();
+    direct.commit(&[("index.html", "two\n")], "second");
+    s.push(&direct, "direct", "main").ok();
+    assert_eq!(live_port(&s, "direct"), port, "its users reach PORT directly: it stays");
+    assert!(s.read("uwsgi-enabled/direct_web.1.ini").contains(&format!("env = PORT={port}\n")));
+    assert!(!s.read("envs/direct/PORTS").contains("blue"), "no colour ports for an app not behind nginx");
+}
+
+#[test]
+fn a_wsgi_app_switches_by_its_socket_link() {
+    let s = Server::new();
+    let app = GitApp::new(&[("Procfile", "wsgi: app:application\nworker: ./work\n"), ("ENV", "NGINX_SERVER_NAME=w.example.test\n")]);
+    s.push(&app, "w", "main").ok();
+    let link = s.root().join("nginx/w.sock");
+    assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("w.blue.sock"));
+    assert!(s.read("uwsgi-enabled/w_wsgi.1.blue.ini").contains(&format!("socket = {}/nginx/w.blue.sock\n", s.root().display())));
+    assert!(s.read("nginx/w.conf").contains(&format!("unix:{}", link.display())));
+    next_second();
+    app.commit(&[("app.py", "")], "second");
+    s.push(&app, "w", "main").ok();
+    assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("w.green.sock"));
+    assert!(s.root().join("uwsgi-enabled/w_wsgi.1.green.ini").exists() && !s.root().join("uwsgi-enabled/w_wsgi.1.blue.ini").exists());
+    // The background worker is one vassal, replaced in place (never two copies).
+    assert!(s.read("uwsgi-enabled/w_worker.1.ini").contains(&format!("chdir = {}/releases/w/{}\n", s.root().display(), s.live_id("w").unwrap())));
+    s.ssh("destroy w").ok();
+    assert!(!link.exists() && !link.is_symlink());
+}
+
+#[test]
+fn only_the_newest_releases_are_kept() {
+    let s = Server::new();
+    let app = GitApp::new(&[("Procfile", "static: public\n"), ("ENV", "NGINX_SERVER_NAME=k.example.test\nPIKU_KEEP_RELEASES=1\n")]);
+    s.push(&app, "k", "main").ok();
+    for i in 0..3 {
+        next_second();
+        app.commit(&[("public/index.html", &format!("{i}\n"))], &format!("v{i}"));
+        s.push(&app, "k", "main").ok();
+    }
+    // PIKU_KEEP_RELEASES=1: the live one, and the one it replaced (its workers drain).
+    let rows = s.ssh("releases k").ok().stdout;
+    let messages: Vec<&str> = rows.lines().map(|l| l.split_whitespace().last().unwrap()).collect();
+    assert_eq!(messages, ["v2", "v1"], "{rows}");
+    assert!(rows.lines().next().unwrap().contains("live"));
+}
+
+#[test]
+fn the_previous_web_workers_drain_in_the_background_then_stop() {
+    let s = Server::new();
+    s.write_settings("NGINX_BIN=true\nNGINX_RELOAD=true\nPIKU_HEALTHCHECK=off\nPIKU_DRAIN_SECONDS=2\n");
+    let app = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\nworker: sleep 100\n"), ("ENV", "NGINX_SERVER_NAME=d.example.test\n")]);
+    s.push(&app, "d", "main").ok();
+    next_second();
+    app.commit(&[("index.html", "two\n")], "second");
+    let started = std::time::Instant::now();
+    let r = s.push(&app, "d", "main").ok();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "the push waited for the drain");
+    assert!(r.stderr.contains("The previous web workers of 'd' finish their requests, then stop (drain: 2 s)"), "{}", r.stderr);
+    // Both colours run during the drain; nginx already has green.
+    let enabled = s.root().join("uwsgi-enabled");
+    assert!(enabled.join("d_web.1.blue.ini").exists() && enabled.join("d_web.1.green.ini").exists());
+    assert!(s.read("nginx/d.conf").contains(&format!("server 127.0.0.1:{};", live_port(&s, "d"))));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while enabled.join("d_web.1.blue.ini").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!enabled.join("d_web.1.blue.ini").exists(), "blue still enabled after the drain");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "stopped before the drain was over");
+    assert!(enabled.join("d_web.1.green.ini").exists() && enabled.join("d_worker.1.ini").exists());
 }

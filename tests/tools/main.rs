@@ -12,4 +12,5 @@ mod config;
 mod deploy;
 mod front_door;
 mod hardening;
+mod nginx;
 mod workers;

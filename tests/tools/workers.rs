@@ -12,13 +12,18 @@ fn web_app(s: &Server, name: &str) -> GitApp {
     app
 }
 
+/// The `n:port` lines of PORTS: the live web instances, which nginx reads.
+fn live_ports(s: &Server, app: &str) -> Vec<String> {
+    s.read(&format!("envs/{app}/PORTS")).lines().filter(|l| !l.contains('.')).map(|l| l.split(':').nth(1).unwrap().to_string()).collect()
+}
+
 #[test]
 fn ps_scale_gives_each_web_instance_its_own_port_and_nginx_lists_them() {
     let s = Server::new();
     web_app(&s, "sc");
     s.ssh("ps:scale sc web=3 worker=0").ok();
     assert_eq!(s.read("envs/sc/SCALING"), "web:3\nworker:0\n");
-    let ports: Vec<String> = s.read("envs/sc/PORTS").lines().map(|l| l.split(':').nth(1).unwrap().to_string()).collect();
+    let ports = live_ports(&s, "sc");
     assert_eq!(ports.len(), 3);
     let mut unique = ports.clone();
     unique.sort();
@@ -28,18 +33,28 @@ fn ps_scale_gives_each_web_instance_its_own_port_and_nginx_lists_them() {
     let conf = s.read("nginx/sc.conf");
     for p in &ports {
         assert!(conf.contains(&format!("server 127.0.0.1:{p};")), "{p} missing:\n{conf}");
-        assert!(std::fs::read_dir(s.root().join("uwsgi-enabled")).unwrap().count() >= 3);
     }
+    // The first deploy ran on blue; scaling adds blue instances beside it.
     for n in 1..=3 {
-        let ini = s.read(&format!("uwsgi-enabled/sc_web.{n}.ini"));
+        let ini = s.read(&format!("uwsgi-enabled/sc_web.{n}.blue.ini"));
         assert!(ini.contains(&format!("env = PORT={}\n", ports[n - 1])), "web.{n}:\n{ini}");
-        assert!(ini.contains(&format!("procname-prefix = sc:web.{n}:\n")));
+        assert!(ini.contains(&format!("procname-prefix = sc:web.{n}.blue:\n")));
     }
     assert!(!s.root().join("uwsgi-enabled/sc_worker.1.ini").exists());
-    // Ports stay put across a redeploy and a scale down keeps the first ones.
+    // A redeploy starts all three on green's own ports and stops blue; the
+    // next one goes back to blue's ports, which are kept.
     s.ssh("deploy sc").ok();
+    let green = live_ports(&s, "sc");
+    assert_eq!(green.len(), 3);
+    assert!(green.iter().all(|p| !ports.contains(p)), "green {green:?} shares a port with blue {ports:?}");
+    for n in 1..=3 {
+        assert!(s.read(&format!("uwsgi-enabled/sc_web.{n}.green.ini")).contains(&format!("env = PORT={}\n", green[n - 1])));
+        assert!(!s.root().join(format!("uwsgi-enabled/sc_web.{n}.blue.ini")).exists());
+    }
+    s.ssh("deploy sc").ok();
+    assert_eq!(live_ports(&s, "sc"), ports);
     s.ssh("ps:scale sc web=2").ok();
-    assert!(!s.root().join("uwsgi-enabled/sc_web.3.ini").exists());
+    assert!(!s.root().join("uwsgi-enabled/sc_web.3.blue.ini").exists());
     let conf = s.read("nginx/sc.conf");
     assert!(conf.contains(&format!("server 127.0.0.1:{};", ports[1])) && !conf.contains(&format!("127.0.0.1:{};", ports[2])));
 }
@@ -82,9 +97,10 @@ fn stop_matches_the_app_exactly() {
         v.sort();
         v
     };
-    assert_eq!(enabled, ["foo_x_web.1.ini", "foo_x_worker.1.ini", "foobar_web.1.ini", "foobar_worker.1.ini"]);
+    assert_eq!(enabled, ["foo_x_web.1.blue.ini", "foo_x_worker.1.ini", "foobar_web.1.blue.ini", "foobar_worker.1.ini"]);
     s.ssh("restart foo").ok();
-    assert!(s.root().join("uwsgi-enabled/foo_web.1.ini").exists());
+    assert!(s.root().join("uwsgi-enabled/foo_web.1.green.ini").exists());
+    assert!(s.root().join("uwsgi-enabled/foobar_web.1.blue.ini").exists());
 }
 
 #[test]
@@ -92,13 +108,15 @@ fn auto_restart_off_leaves_running_workers_alone_until_restart() {
     let s = Server::new();
     let app = web_app(&s, "ar");
     s.ssh("config:set ar PIKU_AUTO_RESTART=false").ok();
-    let before = s.read("uwsgi-enabled/ar_web.1.ini");
+    let before = s.read("uwsgi-enabled/ar_web.1.blue.ini");
     app.commit(&[("ENV", "NGINX_SERVER_NAME=ar.example.test\nNEW_SETTING=1\n")], "new setting");
     s.push(&app, "ar", "main").ok();
-    assert_eq!(s.read("uwsgi-enabled/ar_web.1.ini"), before, "running vassal untouched");
-    assert!(s.read("uwsgi-available/ar_web.1.ini").contains("env = NEW_SETTING=1"));
+    assert_eq!(s.read("uwsgi-enabled/ar_web.1.blue.ini"), before, "running vassal untouched");
+    assert!(s.read("uwsgi-available/ar_web.1.blue.ini").contains("env = NEW_SETTING=1"));
+    // restart: the new configuration starts on green, beside blue, which then stops.
     s.ssh("restart ar").ok();
-    assert!(s.read("uwsgi-enabled/ar_web.1.ini").contains("env = NEW_SETTING=1"));
+    assert!(s.read("uwsgi-enabled/ar_web.1.green.ini").contains("env = NEW_SETTING=1"));
+    assert!(!s.root().join("uwsgi-enabled/ar_web.1.blue.ini").exists());
 }
 
 #[test]
@@ -106,7 +124,9 @@ fn logs_show_the_last_lines_with_prefixes_without_following() {
     let s = Server::new();
     web_app(&s, "lg");
     let dir = s.root().join("logs/lg");
-    std::fs::write(dir.join("web.1.log"), (1..=30).map(|i| format!("web line {i}\n")).collect::<String>()).unwrap();
+    // Web workers log per colour; the live one (blue, the first deploy's) is shown.
+    std::fs::write(dir.join("web.1.blue.log"), (1..=30).map(|i| format!("web line {i}\n")).collect::<String>()).unwrap();
+    std::fs::write(dir.join("web.1.green.log"), "from a release that is gone\n").unwrap();
     std::fs::write(dir.join("worker.1.log"), "worker says hi\n").unwrap();
     let out = s.ssh("logs lg -n 2 --no-follow").ok().stdout;
     assert_eq!(out, "web.1    | web line 29\nweb.1    | web line 30\nworker.1 | worker says hi\n");
@@ -123,11 +143,11 @@ fn destroy_removes_the_app_but_keeps_its_data() {
     std::fs::write(s.root().join("data/gone/precious"), "keep me").unwrap();
     let r = s.ssh("destroy gone").ok();
     assert!(r.stderr.contains("Kept"), "{}", r.stderr);
-    for p in ["apps/gone", "repos/gone", "releases/gone", "envs/gone", "logs/gone", "nginx/gone.conf", "uwsgi-enabled/gone_web.1.ini", "uwsgi-available/gone_web.1.ini"] {
+    for p in ["apps/gone", "repos/gone", "releases/gone", "envs/gone", "logs/gone", "nginx/gone.conf", "uwsgi-enabled/gone_web.1.blue.ini", "uwsgi-available/gone_web.1.blue.ini"] {
         assert!(!s.root().join(p).exists(), "{p} still exists");
     }
     assert_eq!(s.read("data/gone/precious"), "keep me");
-    assert!(s.root().join("uwsgi-enabled/gonebutnot_web.1.ini").exists());
+    assert!(s.root().join("uwsgi-enabled/gonebutnot_web.1.blue.ini").exists());
     assert_eq!(s.ssh("apps").ok().stdout, "*gonebutnot\n");
 }
 
@@ -138,6 +158,12 @@ fn assert_matches_expected(s: &Server, name: &str, text: &str, port: &str) {
     let root = s.root().display().to_string();
     let home = s.home().display().to_string();
     let bin = s.dir.path().join("prefix/bin").display().to_string();
+    let mut text = text.to_string();
+    for app in std::fs::read_dir(s.root().join("releases")).into_iter().flatten().flatten() {
+        for rel in std::fs::read_dir(app.path()).into_iter().flatten().flatten() {
+            text = text.replace(&format!("/{}", rel.file_name().to_string_lossy()), "/{RELEASE}");
+        }
+    }
     let mut normal = text.replace(&root, "{ROOT}").replace(&bin, "{BIN}").replace(&home, "{HOME}").replace(&format!("={port}\n"), "={PORT}\n").replace(&format!(":{port}\n"), ":{PORT}\n");
     for (key, placeholder) in [("uid = ", "{USER}"), ("gid = ", "{GROUP}"), ("env = USER=", "{USER}")] {
         normal = normal
@@ -170,11 +196,11 @@ fn rendered_vassals_match_the_expected_files() {
     let r = s.push(&app, "vas", "main").ok();
     assert!(r.stderr.contains("Deployed"), "{}", r.stderr);
     let port = s.read("envs/vas/LIVE_ENV").lines().find_map(|l| l.strip_prefix("PORT=")).unwrap().to_string();
-    for kind in ["wsgi", "cron1", "queue", "php", "rwsgi"] {
-        let text = s.read(&format!("uwsgi-enabled/vas_{kind}.1.ini"));
+    for (kind, name) in [("wsgi", "wsgi.1.blue"), ("cron1", "cron1.1"), ("queue", "queue.1"), ("php", "php.1.blue"), ("rwsgi", "rwsgi.1.blue")] {
+        let text = s.read(&format!("uwsgi-enabled/vas_{name}.ini"));
         assert_matches_expected(&s, &format!("vassal-{kind}.ini"), &text, &port);
     }
-    assert!(!s.root().join("uwsgi-enabled/vas_web.1.ini").exists(), "wsgi disables web");
+    assert!(!s.root().join("uwsgi-enabled/vas_web.1.blue.ini").exists(), "wsgi disables web");
     assert_matches_expected(&s, "emperor.ini", &s.read("uwsgi/uwsgi.ini").replace(&format!("threads = {}", 2 * std::thread::available_parallelism().unwrap().get()), "threads = {THREADS}"), &port);
 }
 

@@ -1,0 +1,319 @@
+//! Zero-downtime releases, proven under load: a bounded load generator
+//! (plain TCP on loopback, one connection per request) hits the app through
+//! nginx while it is redeployed, rolled back, and handed a release that fails
+//! its health check. Every request must get a 200: no 5xx, no connection error.
+
+use crate::client::{App, expect_text, indent, serves, ssh};
+use crate::server::Server;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counts of a load run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Load {
+    pub ok: usize,
+    pub http_5xx: usize,
+    pub other_status: usize,
+    pub conn_errors: usize,
+}
+
+impl Load {
+    pub fn failed(&self) -> usize {
+        self.http_5xx + self.other_status + self.conn_errors
+    }
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} requests: {} ok, {} failed ({} 5xx, {} other status, {} connection errors)",
+            self.ok + self.failed(),
+            self.ok,
+            self.failed(),
+            self.http_5xx,
+            self.other_status,
+            self.conn_errors
+        )
+    }
+}
+
+/// One request through nginx: its HTTP status, or the I/O error.
+fn request(port: u16, host: &str) -> Result<u16, String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.set_write_timeout(Some(Duration::from_secs(10))).ok();
+    write!(s, "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: piku-e2e-load\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+    let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).into_owned();
+    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("not HTTP: {head:?}"))
+}
+
+/// Run `work` while `threads` loops send requests to `host` through nginx;
+/// bounded by `MAX_REQUESTS` and `MAX_TIME` whatever `work` does.
+pub fn under_load<T>(s: &Server, host: &str, threads: usize, work: impl FnOnce() -> T) -> (T, Load, Vec<String>) {
+    const MAX_REQUESTS: usize = 200_000;
+    const MAX_TIME: Duration = Duration::from_secs(600);
+    let stop = AtomicBool::new(false);
+    let sent = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let loops: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut load = Load::default();
+                    let mut samples = Vec::new();
+                    while !stop.load(Ordering::SeqCst) && sent.fetch_add(1, Ordering::SeqCst) < MAX_REQUESTS && started.elapsed() < MAX_TIME {
+                        let what = match request(s.http_port, host) {
+                            Ok(200) => {
+                                load.ok += 1;
+                                continue;
+                            }
+                            Ok(code) if code >= 500 => {
+                                load.http_5xx += 1;
+                                format!("HTTP {code}")
+                            }
+                            Ok(code) => {
+                                load.other_status += 1;
+                                format!("HTTP {code}")
+                            }
+                            Err(e) => {
+                                load.conn_errors += 1;
+                                e
+                            }
+                        };
+                        if samples.len() < 5 {
+                            samples.push(format!("{:.1} s: {what}", started.elapsed().as_secs_f64()));
+                        }
+                    }
+                    (load, samples)
+                })
+            })
+            .collect();
+        let result = work();
+        // Let the last drain finish under load too.
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::SeqCst);
+        let mut total = Load::default();
+        let mut samples = Vec::new();
+        for l in loops {
+            let (load, s) = l.join().unwrap_or_default();
+            total.ok += load.ok;
+            total.http_5xx += load.http_5xx;
+            total.other_status += load.other_status;
+            total.conn_errors += load.conn_errors;
+            samples.extend(s);
+        }
+        (result, total, samples)
+    })
+}
+
+/// A threaded Python web app that answers `version=<VERSION>`.
+fn versioned_app<'s>(s: &'s Server, name: &str, host: &str, version: &str, extra_env: &str) -> App<'s> {
+    let app = App::new(s, name);
+    app.write("Procfile", "web: python3 app.py\nworker: python3 -c 'import time; time.sleep(100000)'\n")
+        .write("ENV", &format!("NGINX_SERVER_NAME={host}\n{extra_env}"))
+        .write("VERSION", version)
+        .write(
+            "app.py",
+            r#"import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+VERSION = open("VERSION").read().strip()
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path not in ("/", "/healthz"):
+            self.send_error(404); return
+        body = ("version=%s\n" % VERSION).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer((os.environ["BIND_ADDRESS"], int(os.environ["PORT"])), H).serve_forever()
+"#,
+        );
+    app
+}
+
+/// nginx answers from its new workers only: after a reload, old workers
+/// with the previous configuration may take a moment to stop accepting.
+fn settled(s: &Server, host: &str) -> Result<(), String> {
+    crate::client::wait_for(Duration::from_secs(30), || {
+        for _ in 0..20 {
+            match request(s.http_port, host) {
+                Ok(200) => {}
+                other => return Err(format!("{host} answered {other:?}")),
+            }
+        }
+        Ok(())
+    })
+}
+
+fn check_load(what: &str, load: &Load, samples: &[String]) -> Result<(), String> {
+    println!("    {what}: {load}");
+    if load.ok == 0 {
+        return Err(format!("{what}: the load generator got no answer at all"));
+    }
+    if load.failed() > 0 {
+        return Err(format!("{what}: {load}; first failures:\n{}", indent(&samples.join("\n"))));
+    }
+    Ok(())
+}
+
+/// Three redeploys and a rollback under load: not one request fails.
+pub fn zero_downtime_redeploys(s: &Server) -> Result<(), String> {
+    let host = "zero.example.test";
+    let app = versioned_app(s, "zero-app", host, "v1", "");
+    app.commit("v1")?;
+    app.deploy("main")?;
+    serves(s, host, "/", "version=v1")?;
+    settled(s, host)?;
+
+    let (result, load, samples) = under_load(s, host, 4, || -> Result<Vec<String>, String> {
+        let mut outputs = Vec::new();
+        for v in ["v2", "v3", "v4"] {
+            app.write("VERSION", v);
+            app.commit(v)?;
+            let out = app.deploy("main")?;
+            serves(s, host, "/", &format!("version={v}")).map_err(|e| format!("{e}\nafter the push:\n{}", indent(&out.all())))?;
+            outputs.push(out.all());
+        }
+        let out = ssh(s, "rollback zero-app", None).ok("ssh rollback zero-app")?;
+        serves(s, host, "/", "version=v3").map_err(|e| format!("{e}\nafter rollback:\n{}", indent(&out.all())))?;
+        outputs.push(out.all());
+        Ok(outputs)
+    });
+    let outputs = result?;
+    check_load("3 redeploys and a rollback", &load, &samples)?;
+    let push = &outputs[0];
+    for needle in ["beside the live workers", "answers / with HTTP 200", "finish their requests, then stop"] {
+        expect_text(push, needle, "a redeploy")?;
+    }
+    expect_text(&outputs[3], "Rolling 'zero-app' back to release", "rollback")?;
+    if outputs[3].contains("Installing") || outputs[3].contains("detected") {
+        return Err(format!("rollback rebuilt the release:\n{}", indent(&outputs[3])));
+    }
+
+    // releases: newest first, v3 live again, v4 and the others previous.
+    let list = ssh(s, "releases zero-app", None).ok("ssh releases zero-app")?.stdout;
+    let rows: Vec<Vec<&str>> = list.lines().map(|l| l.split_whitespace().collect()).collect();
+    let statuses: Vec<(&str, &str)> = rows.iter().filter_map(|r| Some((*r.get(3)?, *r.get(4)?))).collect();
+    if statuses != [("previous", "v4"), ("live", "v3"), ("previous", "v2"), ("previous", "v1")] {
+        return Err(format!("releases lists {statuses:?}, expected v4 previous, v3 live, v2 and v1 previous:\n{}", indent(&list)));
+    }
+    let json = ssh(s, "releases zero-app --json", None).ok("ssh releases --json")?.stdout;
+    expect_text(&json, r#""status":"live","message":"v3""#, "releases --json")?;
+
+    // After the drain, only the live colour's web worker and one background worker remain.
+    crate::client::wait_for(Duration::from_secs(40), || {
+        let enabled: Vec<String> = std::fs::read_dir(s.piku_root().join("uwsgi-enabled"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("zero-app_"))
+            .collect();
+        if enabled.len() != 2 || !enabled.iter().any(|n| n == "zero-app_worker.1.ini") {
+            return Err(format!("uwsgi-enabled has {enabled:?}, expected one web vassal of the live colour and zero-app_worker.1.ini"));
+        }
+        Ok(())
+    })?;
+    let ps = ssh(s, "ps zero-app", None).ok("ssh ps zero-app")?.stdout;
+    expect_text(&ps, "web.1 running", "ps after the swaps")?;
+
+    // The live commit pushed again: a no-op that says so.
+    let forced = crate::client::run(
+        crate::client::git(&app.dir).env("GIT_SSH_COMMAND", s.git_ssh_command()).args([
+            "push",
+            "-f",
+            &format!("{}:zero-app", s.ssh_destination()),
+            "HEAD~1:main",
+        ]),
+        None,
+        crate::client::PUSH_TIMEOUT,
+    )
+    .ok("git push -f of the live commit (v3)")?;
+    expect_text(&forced.all(), "already live", "a push of the live commit")?;
+    serves(s, host, "/", "version=v3")
+}
+
+/// A release that never answers is stopped; the old one serves every request.
+pub fn failing_health_check_keeps_live(s: &Server) -> Result<(), String> {
+    let host = "zero-fail.example.test";
+    let app = versioned_app(s, "zero-fail", host, "good", "PIKU_HEALTHCHECK_TIMEOUT=6\n");
+    app.commit("good")?;
+    app.deploy("main")?;
+    serves(s, host, "/", "version=good")?;
+    settled(s, host)?;
+    let live_before = std::fs::read_link(s.piku_root().join("apps/zero-fail")).map_err(|e| e.to_string())?;
+
+    let (result, load, samples) = under_load(s, host, 4, || -> Result<(String, crate::client::Out), String> {
+        // The new web worker dies at start: it never answers.
+        app.write("Procfile", "web: python3 -c 'import sys; sys.exit(\"boom: DATABASE_URL is not set\")'\nworker: sleep 100000\n");
+        app.commit("broken")?;
+        let push = app.push("main");
+        serves(s, host, "/", "version=good")?;
+        // config:set that makes the health check fail (the path is 404): the
+        // command fails with status 1 and the change is undone.
+        let set = ssh(s, "config:set zero-fail PIKU_HEALTHCHECK_PATH=/not-there", None);
+        Ok((push.all(), set))
+    });
+    let (push, set) = result?;
+    check_load("a release failing its health check, then a config:set failing it", &load, &samples)?;
+    for needle in ["failed its health check", "boom: DATABASE_URL is not set", "rolled back", "still serving"] {
+        expect_text(&push, needle, "the push of a release that never answers")?;
+    }
+    let live_after = std::fs::read_link(s.piku_root().join("apps/zero-fail")).map_err(|e| e.to_string())?;
+    if live_after != live_before {
+        return Err(format!("apps/zero-fail moved from {} to {}", live_before.display(), live_after.display()));
+    }
+    if set.code != 1 {
+        return Err(format!("config:set with a failing health check exited {}, expected 1:\n{}", set.code, indent(&set.all())));
+    }
+    for needle in ["HTTP 404", "rolled back", "was undone"] {
+        expect_text(&set.all(), needle, "config:set failing the health check")?;
+    }
+    if ssh(s, "config:get zero-fail PIKU_HEALTHCHECK_PATH", None).code == 0 {
+        return Err("PIKU_HEALTHCHECK_PATH is still set after the failed config:set".into());
+    }
+    let list = ssh(s, "releases zero-fail", None).ok("ssh releases zero-fail")?.stdout;
+    let first = list.lines().next().unwrap_or("");
+    if !(first.contains("failed") && first.contains("broken")) {
+        return Err(format!("releases does not show the broken release as failed:\n{}", indent(&list)));
+    }
+    serves(s, host, "/", "version=good")
+}
+
+/// A wsgi app behind nginx: the switch is the nginx/<app>.sock link.
+pub fn zero_downtime_wsgi(s: &Server) -> Result<(), String> {
+    let host = "zero-wsgi.example.test";
+    let app = App::new(s, "zero-wsgi");
+    let write = |v: &str| {
+        app.write("Procfile", "wsgi: hello:application\n").write("ENV", &format!("NGINX_SERVER_NAME={host}\n")).write(
+            "hello.py",
+            &format!("def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'wsgi {v}']\n"),
+        );
+    };
+    write("v1");
+    app.commit("v1")?;
+    app.deploy("main")?;
+    serves(s, host, "/", "wsgi v1")?;
+    settled(s, host)?;
+    let link = s.piku_root().join("nginx/zero-wsgi.sock");
+    let first = std::fs::read_link(&link).map_err(|e| format!("{} is not a link: {e}", link.display()))?;
+    let (result, load, samples) = under_load(s, host, 4, || -> Result<(), String> {
+        for v in ["v2", "v3"] {
+            write(v);
+            app.commit(v)?;
+            let out = app.deploy("main")?;
+            serves(s, host, "/", &format!("wsgi {v}")).map_err(|e| format!("{e}\nafter the push:\n{}", indent(&out.all())))?;
+        }
+        Ok(())
+    });
+    result?;
+    check_load("2 redeploys of a wsgi app", &load, &samples)?;
+    let last = std::fs::read_link(&link).map_err(|e| e.to_string())?;
+    if first != last {
+        return Err(format!("after two swaps the socket link points at {}, expected {} again", last.display(), first.display()));
+    }
+    Ok(())
+}
