@@ -129,6 +129,8 @@ impl Access {
         match argv {
             [] | ["help" | "--help" | "-h"] | ["apps"] => Ok(()),
             ["setup" | "setup:ssh", ..] => refuse("may not run server-wide commands".into()),
+            // certs:renew takes no app (or several): it is server-wide too.
+            ["certs:renew", ..] => refuse("may not run 'certs:renew'".into()),
             [cmd, app, ..] if is_known(cmd) => {
                 let app = git_path_to_app(app);
                 if !self.allows(app) {
