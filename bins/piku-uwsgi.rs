@@ -453,13 +453,16 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
 
 /// The emperor binds uwsgi/uwsgi.sock (emperor.ini): when that socket is
 /// there but nobody answers, published vassals wait until it runs again.
-fn warn_if_no_emperor(root: &Root) {
+fn emperor_down(root: &Root) -> Option<String> {
     let sock = root.dir("uwsgi").join("uwsgi.sock");
-    if sock.exists() && std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        output::warn(format!(
-            "the uWSGI emperor is not running (nothing answers on {}): the workers start when it does; start it (systemctl start uwsgi-piku)",
-            sock.display()
-        ));
+    (sock.exists() && std::os::unix::net::UnixStream::connect(&sock).is_err()).then(|| {
+        format!("the uWSGI emperor is not running (nothing answers on {}); start it (systemctl start uwsgi-piku)", sock.display())
+    })
+}
+
+fn warn_if_no_emperor(root: &Root) {
+    if let Some(why) = emperor_down(root) {
+        output::warn(format!("{why}: the workers start when it does"));
     }
 }
 

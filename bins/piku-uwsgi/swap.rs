@@ -82,6 +82,10 @@ pub fn stage(root: &Root, rel: &Release) -> Result<()> {
         output::step(format!("The web workers of '{app}' restart in place after the switch (no second colour: see PORT, NGINX_SERVER_NAME, PIKU_AUTO_RESTART)"));
         return Ok(());
     };
+    // Without the emperor no new worker can start: say so now, not after the health check's timeout.
+    if let Some(why) = super::emperor_down(root) {
+        return Err(Error::new(format!("{why}; the new workers of '{app}' cannot start, and the live release keeps its workers")));
+    }
     let enabled = root.dir("uwsgi-enabled");
     let available = root.dir("uwsgi-available");
     let targets = targets(root, app, &env, &wanted, Some(colour))?;

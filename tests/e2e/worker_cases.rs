@@ -112,12 +112,14 @@ pub fn uwsgi_knobs(s: &Server) -> Result<(), String> {
     serves(s, host, "/", want).map_err(|e| format!("{e}\n{}", indent(&out.all())))?;
     serves(s, host, "/", "numproc=3")?;
     // The emperor's processes: a master and three workers named for the vassal.
-    count_workers("knobs:wsgi.1:", 4)?;
+    crate::fault_cases::wait_drained(s, "knobs")?;
+    count_workers("knobs:wsgi.1", 4)?;
 
     ssh(s, "config:set knobs UWSGI_PROCESSES=2 UWSGI_MAX_REQUESTS=55 UWSGI_IDLE=300", None).ok("config:set knobs")?;
     serves(s, host, "/", "processes=2 threads=5 max-requests=55")?;
     serves(s, host, "/", "idle=300")?;
-    count_workers("knobs:wsgi.1:", 3)?;
+    crate::fault_cases::wait_drained(s, "knobs")?;
+    count_workers("knobs:wsgi.1", 3)?;
     // A bad number is refused, naming the setting; the running vassal keeps its settings.
     ssh(s, "config:set knobs UWSGI_PROCESSES=many", None).fails_with("config:set UWSGI_PROCESSES=many", "UWSGI_PROCESSES")?;
     match curl(s, host, "/") {
@@ -129,7 +131,7 @@ pub fn uwsgi_knobs(s: &Server) -> Result<(), String> {
 /// Wait until exactly `want` processes of the user carry the procname `prefix`.
 fn count_workers(prefix: &str, want: usize) -> Result<(), String> {
     wait_for(Duration::from_secs(30), || {
-        let out = run(Command::new("pgrep").args(["-u", crate::server::USER, "-f", &format!("^{prefix}")]), None, COMMAND_TIMEOUT);
+        let out = run(Command::new("pgrep").args(["-u", crate::server::USER, "-f", &format!("^{}[.:]", prefix.replace('.', "\\."))]), None, COMMAND_TIMEOUT);
         let n = out.stdout.lines().filter(|l| !l.trim().is_empty()).count();
         if n == want { Ok(()) } else { Err(format!("{n} processes named {prefix}*, expected {want}")) }
     })
