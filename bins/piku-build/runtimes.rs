@@ -288,7 +288,14 @@ pub fn install(ctx: &Ctx, runtime: Runtime, env: &Path) -> Result<()> {
                 uv.args(["--python", &version]);
             }
             uv.env("UV_PROJECT_ENVIRONMENT", env);
-            ctx.run(&mut uv, "uv sync")
+            ctx.run(&mut uv, "uv sync")?;
+            // uv makes its lock file world-writable (0666, for shared caches): not under ~/.piku.
+            let lock = env.join(".lock");
+            if lock.is_file() {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).at("set the mode of", &lock)?;
+            }
+            Ok(())
         }
         Ruby => {
             std::fs::create_dir_all(env).at("create directory", env)?;

@@ -754,7 +754,12 @@ pub fn file_modes(s: &Server) -> Result<(), String> {
                 || (rel.starts_with("releases/") && rel.matches('/').count() == 2 && name.ends_with(".env"))
                 // piku-nginx's keys and certificates (not a CA bundle inside an app's environment)
                 || ((rel.starts_with("nginx/") || rel.starts_with("acme/")) && [".key", ".crt", ".pem"].iter().any(|x| name.ends_with(x)));
-            if secret && meta.is_file() && mode & 0o077 != 0 {
+            // A secret is private by its own mode or by a private (0700) directory
+            // on its way, as piku-nginx keeps lego's ACME state.
+            let private_dir = path.ancestors().skip(1).take_while(|d| d.starts_with(&base) && *d != base).any(|d| {
+                std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o077 == 0)
+            });
+            if secret && meta.is_file() && mode & 0o077 != 0 && !private_dir {
                 wrong.push(format!("{rel} is {mode:o}, expected 600"));
             }
         }
