@@ -128,9 +128,7 @@ impl Access {
         let refuse = |why: String| Err(Error::new(format!("the ssh key '{}' {why}; it may use: {}", self.name, apps.join(", "))));
         match argv {
             [] | ["help" | "--help" | "-h"] | ["apps"] => Ok(()),
-            ["setup" | "setup:ssh", ..] => refuse("may not run server-wide commands".into()),
-            // certs:renew takes no app (or several): it is server-wide too.
-            ["certs:renew", ..] => refuse("may not run 'certs:renew'".into()),
+            [cmd @ ("setup" | "setup:ssh" | "certs:renew"), ..] => refuse(format!("may not run server-wide commands such as '{cmd}'")),
             [cmd, app, ..] if is_known(cmd) => {
                 let app = git_path_to_app(app);
                 if !self.allows(app) {

@@ -68,20 +68,30 @@ pub fn any_retiring() -> bool {
     workers().iter().any(|w| w.retiring)
 }
 
+/// Has some master started a worker that was not among `before`?
+fn started_new(before: &BTreeMap<u32, Vec<u32>>, now: &BTreeMap<u32, Vec<u32>>) -> bool {
+    now.iter().any(|(master, pids)| before.get(master).is_some_and(|old| pids.iter().any(|p| !old.contains(p))))
+}
+
 /// After a reload: wait (at most `limit`) until one master serves only with
 /// workers that were not among `before`. False when that did not happen in
-/// time, or when no worker was visible before (another pid namespace, or
-/// nginx not running): nothing to wait for.
+/// time, when no master started a new worker within a second (the reload
+/// command reached no nginx this process can see), or when no worker was
+/// visible before (another pid namespace, or nginx not running).
 pub fn wait_for_new(before: &BTreeMap<u32, Vec<u32>>, limit: std::time::Duration) -> bool {
     if before.is_empty() {
         return false;
     }
-    let deadline = std::time::Instant::now() + limit;
+    let started = std::time::Instant::now();
+    let mut seen_new = false;
     loop {
-        if reloaded(before, &serving()) {
+        let now = serving();
+        if reloaded(before, &now) {
             return true;
         }
-        if std::time::Instant::now() >= deadline {
+        seen_new = seen_new || started_new(before, &now);
+        let waited = started.elapsed();
+        if waited >= limit || (!seen_new && waited >= std::time::Duration::from_secs(1).min(limit)) {
             return false;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -110,6 +120,17 @@ mod tests {
         assert!(!reloaded(&before, &map(&[(3, &[10, 11, 12, 13]), (50, &[51])])), "old workers still accept");
         assert!(reloaded(&before, &map(&[(3, &[12, 13]), (50, &[51])])));
         assert!(!reloaded(&before, &map(&[(3, &[10, 11]), (50, &[51]), (60, &[61])])), "a master that was not there");
+        assert!(started_new(&before, &map(&[(3, &[10, 11, 12]), (50, &[51])])));
+        assert!(!started_new(&before, &map(&[(3, &[10]), (50, &[51]), (60, &[61])])));
+    }
+
+    #[test]
+    fn a_reload_that_reached_no_nginx_is_not_waited_for_long() {
+        // Masters that exist nowhere: nothing of theirs will ever change.
+        let before: BTreeMap<u32, Vec<u32>> = [(u32::MAX, vec![u32::MAX])].into_iter().collect();
+        let started = std::time::Instant::now();
+        assert!(!wait_for_new(&before, std::time::Duration::from_secs(30)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -105,12 +105,14 @@ pub fn reload(settings: &Settings) -> Result<()> {
     let command = settings.get_or("NGINX_RELOAD", "nginx -s reload");
     let argv = shell_words::split(&command).map_err(|e| Error::new(format!("NGINX_RELOAD {command:?} does not parse: {e}")))?;
     let Some((prog, args)) = argv.split_first() else { return Err(Error::new("NGINX_RELOAD is empty")) };
-    let before = piku::nginx_workers::serving();
+    let wait = settings.get_or("NGINX_RELOAD_WAIT", "5");
+    let wait = wait.trim().parse::<u64>().map_err(|_| Error::new(format!("NGINX_RELOAD_WAIT in the settings must be a number of seconds, not {wait:?}")))?;
+    let before = if wait > 0 { piku::nginx_workers::serving() } else { Default::default() };
     process::run_captured(Command::new(prog).args(args), &format!("reloading nginx ({command})"))
         .map_err(|e| Error::new(format!("{}\nThe configuration on disk is valid; reload nginx by hand.", e.message)))?;
     // nginx reloads after the command returns: wait until a worker with the
     // new configuration serves, so "live" is true when we say it.
-    piku::nginx_workers::wait_for_new(&before, std::time::Duration::from_secs(5));
+    piku::nginx_workers::wait_for_new(&before, std::time::Duration::from_secs(wait));
     Ok(())
 }
 

@@ -83,7 +83,7 @@ impl Server {
         // No nginx daemon here: `true` stands in for `nginx -t` and the reload.
         // No emperor runs the vassals either, so no worker could pass a health
         // check (tests/e2e checks them; deploy.rs tests a failing one).
-        server.write_settings("NGINX_BIN=true\nNGINX_RELOAD=true\nPIKU_HEALTHCHECK=off\nPIKU_DRAIN_SECONDS=0\n");
+        server.write_settings("NGINX_BIN=true\nNGINX_RELOAD=true\nNGINX_RELOAD_WAIT=0\nPIKU_HEALTHCHECK=off\nPIKU_DRAIN_SECONDS=0\n");
         server
     }
 

@@ -229,7 +229,8 @@ fn reserved_names_get_a_private_self_signed_certificate_for_every_name() {
     assert!(s.read("acme/tls/CERT").contains("NAMES=one.example.test three.example.test"));
     // certs:renew (the front door) / --renew: nothing to do for a name no CA
     // certifies; a key limited to some apps may not run it.
-    s.ssh_as("ana", "tls", "certs:renew").fails(1, "may not run 'certs:renew'");
+    s.ssh_as("ana", "tls", "certs:renew").fails(1, "may not run server-wide commands such as 'certs:renew'");
+    s.ssh_as("ana", "tls", "certs:renew tls").fails(1, "may not run server-wide commands such as 'certs:renew'");
     let r = s.ssh("certs:renew tls").ok();
     assert!(r.stderr.contains("'tls': self-signed"), "{}", r.stderr);
     let r = s.tool("piku-nginx", &["--renew"]).ok();
