@@ -94,16 +94,19 @@ pub fn stage(root: &Root, rel: &Release) -> Result<()> {
 
     // A worker of this colour from an earlier release must be gone first, or
     // the check would talk to it. (Its colour is not live: nginx does not use it.)
+    let mut waited_for_old = false;
     for name in app_vassals(root, app, &enabled)? {
         if parse_vassal(app, &name).is_some_and(|(_, _, c)| c.as_deref() == Some(colour)) {
             output::step(format!("Stopping {app}:{}, left from an earlier release", worker_label(app, &name)));
             atomic::remove_file(&enabled.join(&name))?;
+            waited_for_old = true;
         }
     }
     let deadline = Instant::now() + timeout;
     for (name, target) in &targets {
         let title = format!("{app}:{}", worker_label(app, name));
         while vassals::running_workers().contains(&title) || (matches!(target, Target::Tcp(..)) && !health::is_free(target)) {
+            waited_for_old = true;
             if Instant::now() >= deadline {
                 return Err(Error::new(format!(
                     "{target} is still in use (by an earlier {colour} worker of '{app}' or another program); the live release keeps serving. Try again in a moment"
@@ -111,6 +114,12 @@ pub fn stage(root: &Root, rel: &Release) -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+    if waited_for_old {
+        // The emperor forgets a stopped vassal only at its next scans (every
+        // second); a file of the same name published before that may be
+        // taken for the old vassal and never started.
+        std::thread::sleep(Duration::from_secs(2));
     }
 
     let log_dir = root.log_dir(app);
