@@ -47,8 +47,8 @@ fn push_to_200(s: &Server, app: &App, host: &str, want: &str) -> Result<f64, Str
     }
 }
 
-/// Wait until the app's previous web workers have drained: only one colour
-/// of its vassals is left.
+/// Wait until the app's previous web workers have drained and stopped: only
+/// one colour of its vassals is left, and only its workers run.
 fn drained(s: &Server, app: &str) -> Result<(), String> {
     let started = Instant::now();
     let colours = |dir: &std::path::Path| -> usize {
@@ -60,7 +60,9 @@ fn drained(s: &Server, app: &str) -> Result<(), String> {
             })).unwrap_or(false))
             .count()
     };
-    while colours(&s.piku_root().join("uwsgi-enabled")) > 1 {
+    // Settled: one colour's vassal files, and one colour's workers running.
+    let running = || piku::vassals::running_workers().iter().filter(|t| t.starts_with(&format!("{app}:web."))).count();
+    while colours(&s.piku_root().join("uwsgi-enabled")) > 1 || running() > 1 {
         if started.elapsed() > Duration::from_secs(60) {
             return Err(format!("the old workers of {app} never drained"));
         }
