@@ -507,8 +507,9 @@ fn half_written(s: &Server) -> Vec<String> {
         .collect()
 }
 
-/// kill -9 of the deploy chain's process group in the middle of a release
-/// task, then a new push: it deploys, and the live release served throughout.
+/// kill -9 of the deploy chain's process group in the middle of the build (a
+/// preflight task) and of a release task, then a new push: it deploys, and
+/// the live release served throughout.
 pub fn killed_deploy_chain(s: &Server) -> Result<(), String> {
     let host = "killed.example.test";
     let app = probe_app(s, "killed", host, "killed one");
@@ -519,34 +520,40 @@ pub fn killed_deploy_chain(s: &Server) -> Result<(), String> {
     // The live release, until the last push makes the third one live; never the killed one.
     let watch = Watch::start(s, host, &["killed one", "killed three"]);
     let mut faults = 0;
-    app.write("Procfile", "web: python3 app.py\nrelease: sleep 120\n").write("ENV", &format!("NGINX_SERVER_NAME={host}\nPAGE=killed two\n"));
-    app.commit("a slow release task")?;
-    let dir = app.dir.clone();
-    let git_ssh = s.git_ssh_command();
-    let remote = format!("{}:killed", s.ssh_destination());
-    let push = std::thread::spawn(move || {
-        run(crate::client::git(&dir).env("GIT_SSH_COMMAND", git_ssh).args(["push", &remote, "main"]), None, Duration::from_secs(200))
-    });
-    let sleeper = crate::client::wait_for(Duration::from_secs(120), || {
-        user_pids("sleep 120").first().copied().ok_or_else(|| "the release task has not started".to_string())
-    })?;
-    let hooks: Vec<i32> = user_pids("post-receive");
-    let pgid = pgid_of(sleeper).ok_or("cannot read the release task's process group")?;
-    let hook_groups: Vec<Option<i32>> = hooks.iter().map(|p| pgid_of(*p)).collect();
-    if !hook_groups.contains(&Some(pgid)) {
-        return Err(format!("the release task (pid {sleeper}, group {pgid}) is not in the hook's process group ({hooks:?} in {hook_groups:?})"));
+    let mut groups = Vec::new();
+    // Killed inside piku-build (a preflight task runs there, before any
+    // dependency is installed), then in the release task after the build.
+    for task in ["preflight", "release"] {
+        app.write("Procfile", &format!("web: python3 app.py\n{task}: sleep 120\n")).write("ENV", &format!("NGINX_SERVER_NAME={host}\nPAGE=killed two\n"));
+        app.commit(&format!("a slow {task} task"))?;
+        let dir = app.dir.clone();
+        let git_ssh = s.git_ssh_command();
+        let remote = format!("{}:killed", s.ssh_destination());
+        let push = std::thread::spawn(move || {
+            run(crate::client::git(&dir).env("GIT_SSH_COMMAND", git_ssh).args(["push", &remote, "main"]), None, Duration::from_secs(200))
+        });
+        let sleeper = crate::client::wait_for(Duration::from_secs(120), || {
+            user_pids("sleep 120").first().copied().ok_or_else(|| format!("the {task} task has not started"))
+        })?;
+        let hooks: Vec<i32> = user_pids("post-receive");
+        let pgid = pgid_of(sleeper).ok_or_else(|| format!("cannot read the {task} task's process group"))?;
+        let hook_groups: Vec<Option<i32>> = hooks.iter().map(|p| pgid_of(*p)).collect();
+        if !hook_groups.contains(&Some(pgid)) {
+            return Err(format!("the {task} task (pid {sleeper}, group {pgid}) is not in the hook's process group ({hooks:?} in {hook_groups:?})"));
+        }
+        run(Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]), None, COMMAND_TIMEOUT).ok("kill -9 the deploy chain")?;
+        faults += 1;
+        let out = push.join().map_err(|_| "the push thread panicked")?;
+        if out.code == 0 {
+            return Err(format!("the push killed in its {task} task exited 0:\n{}", indent(&out.all())));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        if !user_pids("sleep 120").is_empty() {
+            return Err(format!("the killed chain's {task} task is still running (an orphan holding the deploy lock)"));
+        }
+        serves_now(s, host, "/", "killed one").map_err(|e| format!("after the kill in the {task} task: {e}"))?;
+        groups.push(pgid);
     }
-    run(Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]), None, COMMAND_TIMEOUT).ok("kill -9 the deploy chain")?;
-    faults += 1;
-    let out = push.join().map_err(|_| "the push thread panicked")?;
-    if out.code == 0 {
-        return Err(format!("the killed push exited 0:\n{}", indent(&out.all())));
-    }
-    std::thread::sleep(Duration::from_secs(2));
-    if !user_pids("sleep 120").is_empty() {
-        return Err("the killed chain's release task is still running (an orphan holding the deploy lock)".into());
-    }
-    serves_now(s, host, "/", "killed one").map_err(|e| format!("after the kill: {e}"))?;
 
     // The next push: not blocked by a stale lock, and it deploys.
     app.write("Procfile", "web: python3 app.py\nrelease: echo quick\n").write("ENV", &format!("NGINX_SERVER_NAME={host}\nPAGE=killed three\n"));
@@ -555,7 +562,7 @@ pub fn killed_deploy_chain(s: &Server) -> Result<(), String> {
     let (requests, bad, samples) = watch.finish();
     let out = out.ok("the push after the kill")?;
     serves(s, host, "/", "killed three").map_err(|e| format!("{e}\nafter:\n{}", indent(&out.all())))?;
-    println!("    killed chain: {faults} fault injected (kill -9 of process group {pgid}); {requests} requests during it, {bad} not served by the live release");
+    println!("    killed chain: {faults} faults injected (kill -9 of process groups {groups:?}: preflight, release); {requests} requests during them, {bad} not served by the live release");
     if bad > 0 {
         return Err(format!("{bad} of {requests} requests were not answered by the live release during the kill: {samples:?}"));
     }
