@@ -255,8 +255,7 @@ fn prune(root: &Root, app: &AppName, live: &str, draining: Option<&str>) -> Resu
     let app_env = envfile::read_literal(&Release::open(root, app, live)?.fact_file("env"))?.unwrap_or_default();
     let keep: usize = std::env::var("PIKU_KEEP_RELEASES")
         .ok()
-        .or_else(|| app_env.get("PIKU_KEEP_RELEASES").cloned())
-        .or_else(|| piku::settings::Settings::load(root).ok()?.get("PIKU_KEEP_RELEASES"))
+        .or_else(|| piku::settings::for_app(root, &app_env, "PIKU_KEEP_RELEASES").ok().flatten())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(5)
         .max(1);

@@ -32,17 +32,10 @@ fn parse(pid: u32, cmdline: &[u8], stat: &str) -> Option<Worker> {
 
 /// Every nginx worker on this machine.
 pub fn workers() -> Vec<Worker> {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return vec![] };
-    procs
-        .flatten()
-        .filter_map(|p| {
-            let pid = p.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
-            if !cmdline.starts_with(b"nginx: worker") {
-                return None;
-            }
-            parse(pid, &cmdline, &std::fs::read_to_string(p.path().join("stat")).ok()?)
-        })
+    crate::process::cmdlines()
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.starts_with(b"nginx: worker"))
+        .filter_map(|(pid, cmdline)| parse(pid, &cmdline, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
         .collect()
 }
 

@@ -75,6 +75,19 @@ fn spawn_error(cmd: &Command, what: &str, e: std::io::Error) -> Error {
 }
 
 /// Is `program` on PATH (or an existing path)?
+/// Every process this user can see: its pid and raw cmdline (the title a
+/// daemon such as uWSGI or nginx sets). Read from /proc; empty elsewhere.
+pub fn cmdlines() -> Vec<(u32, Vec<u8>)> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return vec![] };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let pid = p.file_name().to_str()?.parse().ok()?;
+            Some((pid, std::fs::read(p.path().join("cmdline")).ok()?))
+        })
+        .collect()
+}
+
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
     if program.contains('/') {
         let p = std::path::PathBuf::from(program);

@@ -26,3 +26,11 @@ impl Settings {
         self.get(key).unwrap_or_else(|| default.to_string())
     }
 }
+
+/// A setting of the app (its resolved environment `env`), else of the server.
+pub fn for_app(root: &Root, env: &Env, key: &str) -> Result<Option<String>> {
+    match env.get(key).filter(|v| !v.is_empty()) {
+        Some(v) => Ok(Some(v.clone())),
+        None => Ok(Settings::load(root)?.get(key)),
+    }
+}

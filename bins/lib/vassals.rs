@@ -95,13 +95,7 @@ pub fn worker_label(app: &AppName, name: &str) -> String {
 /// from the process titles uWSGI sets (`procname-prefix`).
 pub fn running_workers() -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
-    for p in procs.flatten() {
-        let name = p.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else { continue };
+    for (_, cmdline) in crate::process::cmdlines() {
         let title = String::from_utf8_lossy(&cmdline);
         if let Some(idx) = title.find(":uWSGI master") {
             out.insert(title[..idx].trim_end_matches('\0').to_string());

@@ -8,20 +8,15 @@ use piku::error::{Error, IoContext, Result};
 use piku::health::{self, Check, Target};
 use piku::release::Release;
 use piku::scaling;
-use piku::settings::Settings;
+use piku::settings;
 use piku::vassals::{self, app_vassals, parse_vassal, worker_label};
 use piku::{AppName, Root, atomic, output};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A setting of the app (its environment) or else of the server.
-pub fn setting(root: &Root, env: &Env, key: &str) -> Result<Option<String>> {
-    Ok(env.get(key).filter(|v| !v.is_empty()).cloned().or(Settings::load(root)?.get(key)))
-}
-
 pub fn seconds(root: &Root, env: &Env, key: &str, default: u64) -> Result<Duration> {
-    match setting(root, env, key)? {
+    match settings::for_app(root, env, key)? {
         Some(v) => number(key, &v).map(|n| Duration::from_secs(n.parse().unwrap_or(default))),
         None => Ok(Duration::from_secs(default)),
     }
@@ -90,7 +85,7 @@ pub fn stage(root: &Root, rel: &Release) -> Result<()> {
     let available = root.dir("uwsgi-available");
     let targets = targets(root, app, &env, &wanted, Some(colour))?;
     let timeout = seconds(root, &env, "PIKU_HEALTHCHECK_TIMEOUT", 30)?;
-    let check_off = setting(root, &env, "PIKU_HEALTHCHECK")?.is_some_and(|v| matches!(v.to_lowercase().as_str(), "off" | "false" | "0" | "no"));
+    let check_off = settings::for_app(root, &env, "PIKU_HEALTHCHECK")?.is_some_and(|v| matches!(v.to_lowercase().as_str(), "off" | "false" | "0" | "no"));
 
     // A worker of this colour from an earlier release must be gone first, or
     // the check would talk to it. (Its colour is not live: nginx does not use it.)
@@ -137,7 +132,7 @@ pub fn stage(root: &Root, rel: &Release) -> Result<()> {
         return Ok(());
     }
     let check = Check {
-        path: setting(root, &env, "PIKU_HEALTHCHECK_PATH")?,
+        path: settings::for_app(root, &env, "PIKU_HEALTHCHECK_PATH")?,
         host: env
             .get("NGINX_SERVER_NAME")
             .and_then(|n| n.split([',', ' ']).find(|h| !h.is_empty() && !h.contains(['*', '~'])))
