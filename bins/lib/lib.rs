@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod atomic;
+pub mod cli;
 pub mod envfile;
 pub mod health;
 pub mod error;

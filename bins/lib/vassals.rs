@@ -91,11 +91,24 @@ pub fn worker_label(app: &AppName, name: &str) -> String {
     name.strip_prefix(&format!("{app}_")).unwrap_or(name).trim_end_matches(".ini").to_string()
 }
 
-/// The workers whose vassal master runs now, as `app:kind.n[.colour]`, read
-/// from the process titles uWSGI sets (`procname-prefix`).
+/// The workers of this user whose vassal master runs now, as
+/// `app:kind.n[.colour]`, read from the process titles uWSGI sets
+/// (`procname-prefix`). Another user's workers (a second piku user on the
+/// same machine) are never counted.
 pub fn running_workers() -> std::collections::BTreeSet<String> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to this process's effective user.
+    std::fs::metadata("/proc/self").map(|m| running_workers_of(m.uid())).unwrap_or_default()
+}
+
+/// [`running_workers`] of the user `uid`.
+pub fn running_workers_of(uid: u32) -> std::collections::BTreeSet<String> {
+    use std::os::unix::fs::MetadataExt;
     let mut out = std::collections::BTreeSet::new();
-    for (_, cmdline) in crate::process::cmdlines() {
+    for (pid, cmdline) in crate::process::cmdlines() {
+        if std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()).ok() != Some(uid) {
+            continue;
+        }
         let title = String::from_utf8_lossy(&cmdline);
         if let Some(idx) = title.find(":uWSGI master") {
             out.insert(title[..idx].trim_end_matches('\0').to_string());

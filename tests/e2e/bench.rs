@@ -61,7 +61,7 @@ fn drained(s: &Server, app: &str) -> Result<(), String> {
             .count()
     };
     // Settled: one colour's vassal files, and one colour's workers running.
-    let running = || piku::vassals::running_workers().iter().filter(|t| t.starts_with(&format!("{app}:web."))).count();
+    let running = || piku::vassals::running_workers_of(crate::server::passwd_ids().map_or(u32::MAX, |ids| ids.0)).iter().filter(|t| t.starts_with(&format!("{app}:web."))).count();
     while colours(&s.piku_root().join("uwsgi-enabled")) > 1 || running() > 1 {
         if started.elapsed() > Duration::from_secs(60) {
             return Err(format!("the old workers of {app} never drained"));

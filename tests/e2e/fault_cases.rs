@@ -485,7 +485,7 @@ pub fn wait_drained(s: &Server, app: &str) -> Result<(), String> {
 
 /// PIDs of the piku user's processes whose command line contains `needle`.
 fn user_pids(needle: &str) -> Vec<i32> {
-    let out = run(Command::new("pgrep").args(["-u", server::USER, "-f", needle]), None, COMMAND_TIMEOUT);
+    let out = run(Command::new("pgrep").args(["-u", server::USER.as_str(), "-f", needle]), None, COMMAND_TIMEOUT);
     out.stdout.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 

@@ -16,8 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The piku user the suite creates (and removes).
-pub const USER: &str = "pikue2e";
+/// The piku user the suite creates (and removes): `pikue2e`, or
+/// `$PIKU_E2E_USER`, so that runs from two checkouts can share a machine
+/// (each has its own user, sudo rule and lock).
+pub static USER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| std::env::var("PIKU_E2E_USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "pikue2e".into()));
 /// Where the work dirs go; a dir of a run that died is cleaned up by the next.
 const WORK_PREFIX: &str = "/var/tmp/piku-e2e-";
 const TOOLS: &[(&str, &str)] = &[
@@ -29,9 +32,13 @@ const TOOLS: &[(&str, &str)] = &[
     ("piku-nginx", env!("CARGO_BIN_EXE_piku-nginx")),
 ];
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const SUDOERS: &str = "/etc/sudoers.d/piku-e2e";
-/// One run at a time on a machine: they share the user and the sudo rule.
-const RUN_LOCK: &str = "/var/tmp/piku-e2e.lock";
+/// The sudo rule, and the lock that lets one run at a time use the user.
+fn sudoers() -> String {
+    format!("/etc/sudoers.d/piku-e2e-{}", *USER)
+}
+fn run_lock_path() -> String {
+    format!("/var/tmp/piku-e2e-{}.lock", *USER)
+}
 
 const SIGINT: i32 = 2;
 const SIGKILL: i32 = 9;
@@ -110,10 +117,11 @@ pub struct Server {
 impl Server {
     /// Set everything up; on any failure, what was started is stopped again.
     pub fn start() -> Result<Server, String> {
-        let run_lock = std::fs::File::create(RUN_LOCK).map_err(|e| format!("create {RUN_LOCK}: {e}"))?;
+        let lock_path = run_lock_path();
+        let run_lock = std::fs::File::create(&lock_path).map_err(|e| format!("create {lock_path}: {e}"))?;
         if run_lock.try_lock().is_err() {
-            println!("e2e: waiting for another run of the suite to finish ({RUN_LOCK})");
-            run_lock.lock().map_err(|e| format!("lock {RUN_LOCK}: {e}"))?;
+            println!("e2e: waiting for another run of the suite to finish ({lock_path})");
+            run_lock.lock().map_err(|e| format!("lock {lock_path}: {e}"))?;
         }
         reap_stale_runs();
         let [ssh_port, http_port, https_port] = free_ports();
@@ -157,7 +165,7 @@ impl Server {
     }
 
     pub fn ssh_destination(&self) -> String {
-        format!("{USER}@127.0.0.1")
+        format!("{}@127.0.0.1", *USER)
     }
 
     /// ssh's argv (without the destination) for a given private key.
@@ -181,18 +189,18 @@ impl Server {
         c.env_clear()
             .env("PATH", SYSTEM_PATH)
             .current_dir(self.home())
-            .args(["-u", USER, "--", "env"])
+            .args(["-u", USER.as_str(), "--", "env"])
             .arg(format!("HOME={}", self.home().display()))
             .arg(format!("PATH={}:/usr/local/bin:/usr/bin:/bin", self.work.join("prefix/bin").display()))
-            .arg(format!("USER={USER}"))
-            .arg(format!("LOGNAME={USER}"))
+            .arg(format!("USER={}", *USER))
+            .arg(format!("LOGNAME={}", *USER))
             .args(argv);
         c
     }
 
     /// Run as the piku user; Err unless it exits 0.
     pub fn run_as_user(&self, argv: &[&str]) -> Result<Out, String> {
-        run(&mut self.as_user(argv), None, client::PUSH_TIMEOUT).ok(&format!("as {USER}: {}", argv.join(" ")))
+        run(&mut self.as_user(argv), None, client::PUSH_TIMEOUT).ok(&format!("as {}: {}", *USER, argv.join(" ")))
     }
 
     /// The last `lines` lines of a file under $W, titled, for failure reports.
@@ -274,13 +282,13 @@ impl Server {
 
     fn create_user(&mut self) -> Result<(), String> {
         if user_exists() {
-            eprintln!("e2e: user {USER} is left from an earlier run: removing it and its processes");
+            eprintln!("e2e: user {} is left from an earlier run: removing it and its processes", *USER);
             kill_user_processes();
-            let _ = system(Command::new("userdel").arg(USER));
+            let _ = system(Command::new("userdel").arg(USER.as_str()));
         }
-        system(Command::new("useradd").args(["-m", "-d"]).arg(self.home()).args(["-g", "www-data", "-s", "/bin/bash", USER]))?;
+        system(Command::new("useradd").args(["-m", "-d"]).arg(self.home()).args(["-g", "www-data", "-s", "/bin/bash", USER.as_str()]))?;
         self.user_created = true;
-        system(Command::new("usermod").args(["-p", "*", USER]))?;
+        system(Command::new("usermod").args(["-p", "*", USER.as_str()]))?;
         chmod(&self.home(), 0o750)?;
         let run_dir = self.work.join("run");
         std::fs::create_dir_all(&run_dir).map_err(|e| format!("create {}: {e}", run_dir.display()))?;
@@ -313,13 +321,13 @@ impl Server {
         chown_to_user(&settings)?;
 
         let staged = self.work.join("sudoers");
-        std::fs::write(&staged, format!("{USER} ALL=(root) NOPASSWD: {reload}\n"))
+        std::fs::write(&staged, format!("{} ALL=(root) NOPASSWD: {reload}\n", *USER))
             .map_err(|e| format!("write {}: {e}", staged.display()))?;
         chmod(&staged, 0o440)?;
         system(Command::new("visudo").arg("-cqf").arg(&staged))?;
-        std::fs::copy(&staged, SUDOERS).map_err(|e| format!("write {SUDOERS}: {e}"))?;
+        std::fs::copy(&staged, sudoers()).map_err(|e| format!("write {}: {e}", sudoers()))?;
         self.sudoers_written = true;
-        chmod(Path::new(SUDOERS), 0o440)
+        chmod(Path::new(&sudoers()), 0o440)
     }
 
     fn start_nginx(&mut self) -> Result<(), String> {
@@ -406,10 +414,11 @@ impl Server {
              PubkeyAuthentication yes\n\
              StrictModes yes\n\
              AuthorizedKeysFile .ssh/authorized_keys\n\
-             AllowUsers {USER}\n\
+             AllowUsers {user}\n\
              PermitUserEnvironment no\n\
              LogLevel VERBOSE\n",
             port = self.ssh_port,
+            user = *USER,
             key = host_key.display(),
             pid = dir.join("sshd.pid").display(),
         );
@@ -471,11 +480,11 @@ impl Drop for Server {
             let _ = child.wait();
         }
         if self.sudoers_written {
-            let _ = std::fs::remove_file(SUDOERS);
+            let _ = std::fs::remove_file(sudoers());
         }
         if self.user_created {
-            if let Err(e) = system(Command::new("userdel").arg(USER)) {
-                eprintln!("e2e: could not remove the user {USER}: {e}");
+            if let Err(e) = system(Command::new("userdel").arg(USER.as_str())) {
+                eprintln!("e2e: could not remove the user {}: {e}", *USER);
             }
         }
         if std::env::var("PIKU_E2E_KEEP").is_ok_and(|v| v == "1") {
@@ -533,32 +542,32 @@ fn user_exists() -> bool {
 }
 
 /// (uid, gid) of the piku user, from /etc/passwd.
-fn passwd_ids() -> Option<(u32, u32)> {
+pub fn passwd_ids() -> Option<(u32, u32)> {
     let text = std::fs::read_to_string("/etc/passwd").ok()?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 3 && f[0] == USER).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?))).flatten()
+        (f.len() > 3 && f[0] == USER.as_str()).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?))).flatten()
     })
 }
 
 pub fn chown_to_user(path: &Path) -> Result<(), String> {
-    let (uid, gid) = passwd_ids().ok_or_else(|| format!("no user {USER} in /etc/passwd"))?;
+    let (uid, gid) = passwd_ids().ok_or_else(|| format!("no user {} in /etc/passwd", *USER))?;
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", path.display()))
 }
 
 fn user_has_processes() -> bool {
-    Command::new("pgrep").args(["-u", USER]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("pgrep").args(["-u", USER.as_str()]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 /// The last resort: every process of the piku user (it exists for this suite alone).
 fn kill_user_processes() {
-    let _ = Command::new("pkill").args(["-TERM", "-u", USER]).status();
+    let _ = Command::new("pkill").args(["-TERM", "-u", USER.as_str()]).status();
     let deadline = Instant::now() + Duration::from_secs(5);
     while user_has_processes() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     if user_has_processes() {
-        let _ = Command::new("pkill").args(["-KILL", "-u", USER]).status();
+        let _ = Command::new("pkill").args(["-KILL", "-u", USER.as_str()]).status();
         std::thread::sleep(Duration::from_millis(300));
     }
 }

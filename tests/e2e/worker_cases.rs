@@ -131,7 +131,7 @@ pub fn uwsgi_knobs(s: &Server) -> Result<(), String> {
 /// Wait until exactly `want` processes of the user carry the procname `prefix`.
 fn count_workers(prefix: &str, want: usize) -> Result<(), String> {
     wait_for(Duration::from_secs(30), || {
-        let out = run(Command::new("pgrep").args(["-u", crate::server::USER, "-f", &format!("^{}[.:]", prefix.replace('.', "\\."))]), None, COMMAND_TIMEOUT);
+        let out = run(Command::new("pgrep").args(["-u", crate::server::USER.as_str(), "-f", &format!("^{}[.:]", prefix.replace('.', "\\."))]), None, COMMAND_TIMEOUT);
         let n = out.stdout.lines().filter(|l| !l.trim().is_empty()).count();
         if n == want { Ok(()) } else { Err(format!("{n} processes named {prefix}*, expected {want}")) }
     })
