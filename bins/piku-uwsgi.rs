@@ -346,9 +346,7 @@ fn number(name: &str, value: &str) -> Result<String> {
 /// `UWSGI_INCLUDE_FILE`: extra `option = value` lines from a file in the app.
 fn include_settings(rel: &Release, env: &Env) -> Result<Vec<(String, String)>> {
     let Some(file) = env.get("UWSGI_INCLUDE_FILE").filter(|f| !f.is_empty()) else { return Ok(vec![]) };
-    let path = rel.dir.join(file);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::new(format!("UWSGI_INCLUDE_FILE {file:?} of '{}' cannot be read: {e}", rel.app)))?;
+    let text = piku::include_file::read(&rel.dir, rel.app.as_str(), "UWSGI_INCLUDE_FILE", file)?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -7,6 +7,7 @@ pub mod atomic;
 pub mod cli;
 pub mod envfile;
 pub mod health;
+pub mod include_file;
 pub mod error;
 pub mod lock;
 pub mod logtail;

@@ -63,6 +63,7 @@ fn check(root: &Root, settings: &Settings, rel: &Release) -> Result<()> {
     let env = envfile::read_literal(&rel.fact_file("env"))?
         .ok_or_else(|| Error::new(format!("release {} of '{}' has no resolved environment; run piku-config first", rel.id, rel.app)))?;
     let Some(names) = site::server_names(&env)? else { return Ok(()) };
+    site::check_names_free(root, &rel.app, &names)?;
     let mut cert = certs::files(root, &rel.app);
     let _scratch;
     if !cert.crt.is_file() || !cert.key.is_file() {
@@ -98,6 +99,8 @@ fn publish(root: &Root, settings: &Settings, app: &AppName) -> Result<()> {
         }
         return Ok(());
     };
+
+    site::check_names_free(root, app, &names)?;
 
     // 1. A certificate for every name, so the block can go live now: the one
     //    the app has, or a self-signed one until ACME delivers.

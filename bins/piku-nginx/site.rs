@@ -129,13 +129,17 @@ impl Front<'_> {
         let mut addresses = Vec::new();
         let ipv6 = match env.get("NGINX_IPV6_ADDRESS") {
             Some(v6) if !envfile::flag(env, "DISABLE_IPV6", false) && host_has_ipv6() => {
-                addresses.push(syntax::nginx_word("NGINX_IPV6_ADDRESS", v6)?);
+                addresses.push(listen_address("NGINX_IPV6_ADDRESS", v6)?);
                 true
+            }
+            Some(v6) => {
+                listen_address("NGINX_IPV6_ADDRESS", v6)?;
+                false
             }
             _ => false,
         };
         let v4 = env.get("NGINX_IPV4_ADDRESS").map(String::as_str).unwrap_or("0.0.0.0");
-        addresses.push(syntax::nginx_word("NGINX_IPV4_ADDRESS", v4)?);
+        addresses.push(listen_address("NGINX_IPV4_ADDRESS", v4)?);
         let ssl = if self.http2 == Http2::Listen { "ssl http2" } else { "ssl" };
 
         let upstream = upstream(root, app, &procfile, env)?;
@@ -161,10 +165,7 @@ impl Front<'_> {
             acme_root: root.dir("acme").display().to_string(),
             block_git: !envfile::flag(env, "NGINX_ALLOW_GIT_FOLDERS", false),
             static_paths: static_paths(root, app, &procfile, env)?,
-            catch_all: match env.get("NGINX_CATCH_ALL").filter(|c| !c.is_empty()) {
-                Some(c) => format!("{} ", syntax::nginx_word("NGINX_CATCH_ALL", c)?),
-                None => String::new(),
-            },
+            catch_all: catch_all(env)?,
             upstream,
             pass,
             cache: if locations.len() > 1 { cache } else { None },
@@ -205,11 +206,34 @@ fn static_paths(root: &Root, app: &AppName, procfile: &Procfile, env: &Env) -> R
             let url = syntax::nginx_word("NGINX_STATIC_PATHS", &url)?;
             let path = syntax::nginx_word("NGINX_STATIC_PATHS", &path)?;
             let full = if path.starts_with('/') { PathBuf::from(&path) } else { app_dir.join(&path) };
-            let mut full = full.display().to_string().trim_end_matches("/.").trim_end_matches('/').to_string();
-            full.push('/');
-            Ok(StaticPath { url, path: full })
+            Ok(StaticPath { url: directory_form(&url), path: directory_form(&full.display().to_string()) })
         })
         .collect()
+}
+
+/// `x`, `x/` and `x/.` as `x/`. A location prefix and its alias both end in
+/// `/`: with `location /static { alias .../static/; }` nginx maps
+/// `/static../ENV` to `.../static/../ENV`, a file outside the directory.
+fn directory_form(p: &str) -> String {
+    let mut p = p.trim_end_matches("/.").trim_end_matches('/').to_string();
+    p.push('/');
+    p
+}
+
+/// NGINX_CATCH_ALL: the URI static paths fall back to (the last argument of
+/// try_files, an internal redirect, so it is served by whichever location
+/// maps it), else a 404.
+fn catch_all(env: &Env) -> Result<String> {
+    match env.get("NGINX_CATCH_ALL").map(|c| c.trim()).filter(|c| !c.is_empty()) {
+        None => Ok("=404".into()),
+        Some(c) => {
+            let c = syntax::nginx_word("NGINX_CATCH_ALL", c)?;
+            if !c.starts_with('/') || c.split('/').any(|part| part == "..") {
+                return Err(Error::new(format!("NGINX_CATCH_ALL must be a URI path such as /index.html, not {c:?}")));
+            }
+            Ok(c)
+        }
+    }
 }
 
 /// Where nginx sends requests: the uWSGI socket for wsgi, else
@@ -262,32 +286,20 @@ fn cache(root: &Root, app: &AppName, env: &Env) -> Result<Option<Cache>> {
     if cache_prefixes(env)?.is_none() {
         return Ok(None);
     }
-    let path = match env.get("NGINX_CACHE_PATH").filter(|p| !p.trim().is_empty()) {
-        Some(p) => {
-            let p = syntax::nginx_word("NGINX_CACHE_PATH", p)?;
-            if !Path::new(&p).is_dir() {
-                return Err(Error::new(format!(
-                    "NGINX_CACHE_PATH {p:?} of '{app}' is not a directory; create it (writable by nginx's workers) or unset NGINX_CACHE_PATH to use {}",
-                    root.cache_dir(app).display()
-                )));
-            }
-            PathBuf::from(p)
+    let path = cache_path(root, app, env)?;
+    for dir in path.ancestors().take_while(|d| d.starts_with(root.cache_dir(app))).collect::<Vec<_>>().into_iter().rev() {
+        if !dir.is_dir() {
+            std::fs::create_dir(dir).at("create directory", dir)?;
+            // nginx's workers (the piku user's group) write the cache;
+            // nginx then makes the directory its workers' own.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o770)).at("set the mode of", dir)?;
         }
-        None => {
-            let dir = root.cache_dir(app);
-            if !dir.is_dir() {
-                std::fs::create_dir_all(&dir).at("create directory", &dir)?;
-                // nginx's workers (the piku user's group) write the cache;
-                // nginx then makes the directory its workers' own.
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).at("set the mode of", &dir)?;
-            }
-            dir
-        }
-    };
+    }
+    let within = path.strip_prefix(root.cache_dir(app)).unwrap_or(&path).display().to_string();
     Ok(Some(Cache {
+        zone: cache_zone(app, &within),
         path: syntax::nginx_word("NGINX_CACHE_PATH", &path.display().to_string())?,
-        zone: format!("piku_{}", app.as_str().replace(['.', '-'], "_")),
         size: number(env, "NGINX_CACHE_SIZE", 1, "gigabytes")?,
         time: number(env, "NGINX_CACHE_TIME", 3600, "seconds")?,
         redirects: number(env, "NGINX_CACHE_REDIRECTS", 3600, "seconds")?,
@@ -295,6 +307,80 @@ fn cache(root: &Root, app: &AppName, env: &Env) -> Result<Option<Cache>> {
         control: number(env, "NGINX_CACHE_CONTROL", 3600, "seconds")?,
         expiry: number(env, "NGINX_CACHE_EXPIRY", 86400, "seconds")?,
     }))
+}
+
+/// NGINX_CACHE_PATH, else `cache/<app>`: only a directory under `cache/<app>`
+/// (nginx, as root, makes its cache directory its workers' own: any other
+/// path would hand that directory to them).
+pub fn cache_path(root: &Root, app: &AppName, env: &Env) -> Result<PathBuf> {
+    let own = root.cache_dir(app);
+    let Some(p) = env.get("NGINX_CACHE_PATH").map(|p| p.trim()).filter(|p| !p.is_empty()) else { return Ok(own) };
+    let path = Path::new(p);
+    let inside = path.is_absolute()
+        && path.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::RootDir))
+        && path.starts_with(&own);
+    if !inside {
+        return Err(Error::new(format!(
+            "NGINX_CACHE_PATH {p:?} of '{app}' is outside {own}: nginx would make that directory its own; \
+             use {own} or a directory under it, or unset it (ssh <server> config:unset {app} NGINX_CACHE_PATH)",
+            own = own.display()
+        )));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// The cache's zone: named for the app and its path (`within` cache/<app>),
+/// so that a new path is a new zone (nginx refuses a reload that gives a
+/// running zone another path).
+fn cache_zone(app: &AppName, within: &str) -> String {
+    // FNV-1a: a stable name, not a secret.
+    let hash = format!("{within} levels=1:2").bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("piku_{}_{:08x}", app.as_str().replace(['.', '-'], "_"), hash as u32)
+}
+
+/// A listen address: an IPv4 address, or an IPv6 one (written in brackets).
+fn listen_address(var: &str, value: &str) -> Result<String> {
+    let bare = value.trim().trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) if var == "NGINX_IPV4_ADDRESS" => Ok(ip.to_string()),
+        Ok(IpAddr::V6(ip)) if var == "NGINX_IPV6_ADDRESS" => Ok(format!("[{ip}]")),
+        _ => Err(Error::new(format!(
+            "{var} must be an {} address (such as {}), not {value:?}",
+            if var == "NGINX_IPV4_ADDRESS" { "IPv4" } else { "IPv6" },
+            if var == "NGINX_IPV4_ADDRESS" { "0.0.0.0 or 127.0.0.1" } else { "[::] or [::1]" }
+        ))),
+    }
+}
+
+/// The names other apps' live blocks serve (`nginx/<other>.conf`), by name.
+pub fn names_of_other_apps(root: &Root, app: &AppName) -> std::collections::BTreeMap<String, String> {
+    let mut taken = std::collections::BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(root.dir("nginx")) else { return taken };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(other) = file.strip_suffix(".conf").filter(|o| *o != app.as_str() && !o.starts_with('.')) else { continue };
+        let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+        for line in text.lines().filter_map(|l| l.trim().strip_prefix("server_name ")) {
+            for name in line.trim_end_matches(';').split_whitespace() {
+                taken.insert(name.to_ascii_lowercase(), other.to_string());
+            }
+        }
+    }
+    taken
+}
+
+/// Refuse a name another app serves, naming that app.
+pub fn check_names_free(root: &Root, app: &AppName, names: &[String]) -> Result<()> {
+    let taken = names_of_other_apps(root, app);
+    for name in names {
+        if let Some(other) = taken.get(&name.to_ascii_lowercase().trim_end_matches('.').to_string()) {
+            return Err(Error::new(format!(
+                "NGINX_SERVER_NAME {name} of '{app}' is already served by the app '{other}'; \
+                 choose another name, or first remove it from '{other}' (ssh <server> config:set {other} NGINX_SERVER_NAME=...)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A CIDR range or address as nginx's `allow` takes it, or None.
@@ -348,9 +434,7 @@ fn cloudflare_acl(root: &Root, ipv6: bool) -> Result<Vec<String>> {
 /// judges it before it goes live.
 fn include_file(rel: &Release, env: &Env) -> Result<String> {
     let Some(name) = env.get("NGINX_INCLUDE_FILE").filter(|n| !n.trim().is_empty()) else { return Ok(String::new()) };
-    let path = rel.dir.join(name.trim());
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::new(format!("NGINX_INCLUDE_FILE {name:?} of '{}' cannot be read ({}: {e})", rel.app, path.display())))?;
+    let text = piku::include_file::read(&rel.dir, rel.app.as_str(), "NGINX_INCLUDE_FILE", name)?;
     let text = envfile::expand_vars(&text, env);
     Ok(text.lines().map(|l| if l.trim().is_empty() { String::new() } else { format!("  {}", l.trim_end()) }).collect::<Vec<_>>().join("\n"))
 }
@@ -390,6 +474,63 @@ mod tests {
             assert_eq!(parse_range(bad), None, "{bad}");
         }
         assert!(CLOUDFLARE_IPS.lines().filter(|l| !l.starts_with('#')).all(|l| parse_range(l).is_some()));
+    }
+
+    #[test]
+    fn static_prefixes_and_aliases_both_end_in_a_slash() {
+        for (given, want) in [("/static", "/static/"), ("/static/", "/static/"), ("/", "/"), ("/a/b/.", "/a/b/"), ("/srv/x//", "/srv/x/")] {
+            assert_eq!(directory_form(given), want, "{given}");
+        }
+        assert_eq!(catch_all(&env(&[])).unwrap(), "=404");
+        assert_eq!(catch_all(&env(&[("NGINX_CATCH_ALL", "/static/spa.html")])).unwrap(), "/static/spa.html");
+        for bad in ["spa.html", "/../ENV", "=200", "/a b"] {
+            assert!(catch_all(&env(&[("NGINX_CATCH_ALL", bad)])).unwrap_err().message.starts_with("NGINX_CATCH_ALL"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_cache_lives_under_the_apps_cache_directory() {
+        let root = Root::at("/home/piku/.piku");
+        let app = AppName::parse("shop").unwrap();
+        assert_eq!(cache_path(&root, &app, &env(&[])).unwrap(), Path::new("/home/piku/.piku/cache/shop"));
+        assert_eq!(cache_path(&root, &app, &env(&[("NGINX_CACHE_PATH", "/home/piku/.piku/cache/shop/v2")])).unwrap(), Path::new("/home/piku/.piku/cache/shop/v2"));
+        for bad in ["/etc", "/home/piku/.piku/cache/shopx", "/home/piku/.piku/cache/other", "/home/piku/.piku/cache/shop/../other", "cache/shop", "/home/piku/.piku/cache"] {
+            let e = cache_path(&root, &app, &env(&[("NGINX_CACHE_PATH", bad)])).unwrap_err();
+            assert!(e.message.contains("outside /home/piku/.piku/cache/shop") && e.message.contains("config:unset shop NGINX_CACHE_PATH"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_new_cache_path_is_a_new_zone() {
+        let app = AppName::parse("my-app.x").unwrap();
+        let a = cache_zone(&app, "");
+        assert!(a.starts_with("piku_my_app_x_") && a.len() == "piku_my_app_x_".len() + 8, "{a}");
+        assert_eq!(a, cache_zone(&app, ""));
+        assert_ne!(a, cache_zone(&app, "v2"));
+    }
+
+    #[test]
+    fn listen_addresses_are_ip_addresses() {
+        assert_eq!(listen_address("NGINX_IPV4_ADDRESS", "127.0.0.1").unwrap(), "127.0.0.1");
+        assert_eq!(listen_address("NGINX_IPV6_ADDRESS", "[::]").unwrap(), "[::]");
+        assert_eq!(listen_address("NGINX_IPV6_ADDRESS", "::1").unwrap(), "[::1]");
+        for (var, bad) in [("NGINX_IPV4_ADDRESS", "unix:/tmp/x"), ("NGINX_IPV4_ADDRESS", "[::]"), ("NGINX_IPV4_ADDRESS", "0.0.0.0:22"), ("NGINX_IPV6_ADDRESS", "unix:/x"), ("NGINX_IPV6_ADDRESS", "1.2.3.4"), ("NGINX_IPV4_ADDRESS", "localhost")] {
+            let e = listen_address(var, bad).unwrap_err();
+            assert!(e.message.starts_with(&format!("{var} must be an IPv")), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_name_another_app_serves_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::at(dir.path());
+        std::fs::create_dir_all(root.dir("nginx")).unwrap();
+        std::fs::write(root.dir("nginx").join("a.conf"), "server {\n  server_name a.test www.a.test;\n}\n").unwrap();
+        let b = AppName::parse("b").unwrap();
+        let e = check_names_free(&root, &b, &["b.test".into(), "WWW.A.test".into()]).unwrap_err();
+        assert!(e.message.starts_with("NGINX_SERVER_NAME WWW.A.test of 'b' is already served by the app 'a'"), "{}", e.message);
+        assert!(check_names_free(&root, &b, &["b.test".into()]).is_ok());
+        assert!(check_names_free(&root, &AppName::parse("a").unwrap(), &["a.test".into()]).is_ok(), "its own names");
     }
 
     #[test]

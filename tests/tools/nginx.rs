@@ -103,13 +103,14 @@ fn http2_is_spelled_as_the_installed_nginx_wants() {
     for (version, want, unwanted) in [("1.22.1", "listen 0.0.0.0:443 ssl http2;", "http2 on;"), ("1.25.1", "http2 on;", "ssl http2")] {
         s.write_settings(&format!("NGINX_BIN={}\nNGINX_RELOAD=true\n", fake_nginx(&s, version)));
         let app = format!("h{}", version.replace('.', ""));
-        deploy(&s, &app, STATIC_APP);
+        let env = format!("NGINX_SERVER_NAME={app}.example.test\n");
+        deploy(&s, &app, &[STATIC_APP[0], ("ENV", &env), STATIC_APP[2]]);
         let conf = s.read(&format!("nginx/{app}.conf"));
         assert!(conf.contains(want) && !conf.contains(unwanted), "nginx {version}:\n{conf}");
     }
     // No version to go by (NGINX_BIN=true): no http2 at all.
     s.write_settings("NGINX_BIN=true\nNGINX_RELOAD=true\n");
-    deploy(&s, "plain", STATIC_APP);
+    deploy(&s, "plain", &[STATIC_APP[0], ("ENV", "NGINX_SERVER_NAME=plain.example.test\n"), STATIC_APP[2]]);
     assert!(!s.read("nginx/plain.conf").contains("http2"));
 }
 
@@ -169,11 +170,66 @@ fn static_paths_and_cache_prefixes_that_would_inject_directives_are_refused() {
 }
 
 #[test]
-fn a_missing_cache_directory_and_non_numeric_cache_times_are_clear_errors() {
-    assert_refused(
-        "NGINX_SERVER_NAME=a.test\nNGINX_CACHE_PREFIXES=/api\nNGINX_CACHE_PATH=/nonexistent/piku\n",
-        "NGINX_CACHE_PATH \"/nonexistent/piku\" of 'app' is not a directory",
-    );
+fn a_cache_path_outside_the_apps_cache_directory_is_refused() {
+    // nginx runs as root and makes its cache directory its workers' own.
+    for path in ["/etc", "/nonexistent/piku", "/tmp"] {
+        assert_refused(
+            &format!("NGINX_SERVER_NAME=a.test\nNGINX_CACHE_PREFIXES=/api\nNGINX_CACHE_PATH={path}\n"),
+            &format!("NGINX_CACHE_PATH \"{path}\" of 'app' is outside "),
+        );
+    }
+    let s = Server::new();
+    let repo = deploy(&s, "app", STATIC_APP);
+    let under = s.root().join("cache/app/v2");
+    let env = format!("NGINX_SERVER_NAME=static.example.test\nNGINX_CACHE_PREFIXES=/api\nNGINX_CACHE_PATH={}\n", under.display());
+    repo.commit(&[("ENV", &env)], "a cache path under cache/app");
+    let r = s.push(&repo, "app", "main").ok();
+    assert!(!r.stderr.contains("failed"), "{}", r.stderr);
+    assert!(under.is_dir() && s.read("nginx/app.conf").contains(&format!("_cache_path {} ", under.display())));
+}
+
+#[test]
+fn listen_addresses_must_be_ip_addresses() {
+    assert_refused("NGINX_SERVER_NAME=a.test\nNGINX_IPV4_ADDRESS=unix:/tmp/x\n", "NGINX_IPV4_ADDRESS must be an IPv4 address");
+    assert_refused("NGINX_SERVER_NAME=a.test\nNGINX_IPV6_ADDRESS=unix:/tmp/x\n", "NGINX_IPV6_ADDRESS must be an IPv6 address");
+}
+
+#[test]
+fn a_server_name_of_another_app_is_refused_naming_it() {
+    let s = Server::new();
+    deploy(&s, "first", &[STATIC_APP[0], ("ENV", "NGINX_SERVER_NAME=shop.example.test www.shop.example.test\n"), STATIC_APP[2]]);
+    let repo = GitApp::new(&[STATIC_APP[0], ("ENV", "NGINX_SERVER_NAME=mine.example.test,WWW.shop.example.test\n"), STATIC_APP[2]]);
+    let r = s.push(&repo, "second", "main");
+    assert!(r.stderr.contains("NGINX_SERVER_NAME WWW.shop.example.test of 'second' is already served by the app 'first'"), "{}", r.stderr);
+    assert!(!s.root().join("nginx/second.conf").exists());
+    // config:set is refused the same way, and undone.
+    deploy(&s, "third", &[STATIC_APP[0], ("ENV", "NGINX_SERVER_NAME=third.example.test\n"), STATIC_APP[2]]);
+    let r = s.piku(&["config:set", "third", "NGINX_SERVER_NAME=shop.example.test"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("already served by the app 'first'"), "{}", r.stderr);
+    assert!(s.read("nginx/third.conf").contains("server_name third.example.test;"));
+}
+
+#[test]
+fn include_files_stay_inside_the_release_and_are_bounded() {
+    assert_refused("NGINX_SERVER_NAME=a.test\nNGINX_INCLUDE_FILE=/dev/zero\n", "NGINX_INCLUDE_FILE \"/dev/zero\" of 'app' is not a relative path inside the app");
+    assert_refused("NGINX_SERVER_NAME=a.test\nNGINX_INCLUDE_FILE=../../../settings\n", "is not a relative path inside the app");
+    // A symbolic link in the repository that leads out of the tree.
+    let s = Server::new();
+    let repo = deploy(&s, "app", STATIC_APP);
+    let dir = repo.dir.path();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.inc")).unwrap();
+    repo.commit(&[("ENV", "NGINX_SERVER_NAME=static.example.test\nNGINX_INCLUDE_FILE=zero.inc\n")], "a link to /dev/zero");
+    let r = s.push(&repo, "app", "main");
+    assert!(r.stderr.contains("NGINX_INCLUDE_FILE \"zero.inc\" of 'app' leads outside the app"), "{}", r.stderr);
+    // uWSGI's include file, for an app with a worker.
+    let repo = GitApp::new(&[("Procfile", "worker: sleep 600\n"), ("ENV", "UWSGI_INCLUDE_FILE=/etc/passwd\n")]);
+    let r = s.push(&repo, "worker", "main");
+    assert!(r.stderr.contains("UWSGI_INCLUDE_FILE \"/etc/passwd\" of 'worker' is not a relative path inside the app"), "{}", r.stderr);
+}
+
+#[test]
+fn non_numeric_cache_times_are_clear_errors() {
     for key in ["NGINX_CACHE_TIME", "NGINX_CACHE_REDIRECTS", "NGINX_CACHE_ANY", "NGINX_CACHE_CONTROL", "NGINX_CACHE_EXPIRY"] {
         assert_refused(&format!("NGINX_SERVER_NAME=a.test\nNGINX_CACHE_PREFIXES=/api\n{key}=1h\n"), &format!("{key} must be a whole number of seconds, not \"1h\""));
     }
