@@ -146,7 +146,7 @@ impl Access {
 }
 
 /// Our own tools are never plugins.
-const TOOLS: &[&str] = &["receive", "build", "config", "uwsgi", "nginx"];
+const TOOLS: &[&str] = &["receive", "build", "config", "uwsgi", "nginx", "nginx-install"];
 
 /// A server plugin, git-style: `piku foo` runs an executable `piku-foo` from
 /// $PIKU_ROOT/plugins/, else from PATH.

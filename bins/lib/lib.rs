@@ -20,6 +20,7 @@ pub mod procfile;
 pub mod release;
 pub mod scaling;
 pub mod settings;
+pub mod site_rules;
 pub mod syntax;
 pub mod templates;
 pub mod vassals;

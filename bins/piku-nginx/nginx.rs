@@ -92,6 +92,20 @@ pub fn test_config(root: &Root, settings: &Settings, app: &AppName, conf: &str) 
     )))
 }
 
+/// The checks root's installer (piku-nginx-install) makes, made here first so
+/// that a block it would refuse fails the deploy before anything is live.
+/// Raw configuration is the choice of the server's owner, in the installer's
+/// root-owned settings (NGINX_INSTALL_CONFIG, default /etc/piku/nginx-install.conf).
+pub fn check_rules(root: &Root, settings: &Settings, app: &AppName, conf: &str) -> Result<()> {
+    let policy_file = settings.get_or("NGINX_INSTALL_CONFIG", "/etc/piku/nginx-install.conf");
+    let policy = piku::envfile::read_literal(std::path::Path::new(&policy_file)).ok().flatten().unwrap_or_default();
+    let raw = policy.get("RAW_INCLUDE").is_some_and(|v| piku::envfile::is_true(v));
+    let rules = piku::site_rules::Policy { piku_root: &root.root, ports: &[], raw };
+    piku::site_rules::check(app.as_str(), conf, &rules, &mut |_| Ok(String::new()))
+        .map(|_| ())
+        .map_err(|e| Error::new(format!("{}; raw nginx configuration (NGINX_INCLUDE_FILE) needs RAW_INCLUDE=yes in {policy_file}, which only the server's owner can set", e.message)))
+}
+
 /// nginx's errors are only "cannot bind a privileged port" (IPv4 or IPv6):
 /// the configuration itself was read and accepted.
 fn only_bind_denied(stderr: &str) -> bool {
@@ -109,7 +123,7 @@ pub fn reload(settings: &Settings) -> Result<()> {
     let wait = wait.trim().parse::<u64>().map_err(|_| Error::new(format!("NGINX_RELOAD_WAIT in the settings must be a number of seconds, not {wait:?}")))?;
     let before = if wait > 0 { piku::nginx_workers::serving() } else { Default::default() };
     process::run_captured(Command::new(prog).args(args), &format!("reloading nginx ({command})"))
-        .map_err(|e| Error::new(format!("{}\nThe configuration on disk is valid; reload nginx by hand.", e.message)))?;
+        .map_err(|e| Error::new(format!("{}\nnginx keeps serving its previous configuration.", e.message)))?;
     // nginx reloads after the command returns: wait until a worker with the
     // new configuration serves, so "live" is true when we say it.
     piku::nginx_workers::wait_for_new(&before, std::time::Duration::from_secs(wait));

@@ -283,10 +283,10 @@ fn cache_prefixes(env: &Env) -> Result<Option<String>> {
 
 /// The cache zone and its knobs; None unless NGINX_CACHE_PREFIXES is set.
 fn cache(root: &Root, app: &AppName, env: &Env) -> Result<Option<Cache>> {
+    let path = cache_path(root, app, env)?;
     if cache_prefixes(env)?.is_none() {
         return Ok(None);
     }
-    let path = cache_path(root, app, env)?;
     for dir in path.ancestors().take_while(|d| d.starts_with(root.cache_dir(app))).collect::<Vec<_>>().into_iter().rev() {
         if !dir.is_dir() {
             std::fs::create_dir(dir).at("create directory", dir)?;

@@ -15,6 +15,7 @@ mod build_cases;
 mod cases;
 mod more_cases;
 mod nginx_cases;
+mod security_cases;
 mod fault_cases;
 mod worker_cases;
 mod client;

@@ -9,25 +9,25 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What curl got: status (0 when no answer), headers (lower-cased names), body.
-struct Resp {
-    code: u16,
-    headers: String,
-    body: String,
-    error: String,
+pub struct Resp {
+    pub code: u16,
+    pub headers: String,
+    pub body: String,
+    pub error: String,
 }
 
 impl Resp {
-    fn header(&self, name: &str) -> Option<String> {
+    pub fn header(&self, name: &str) -> Option<String> {
         let want = format!("{}:", name.to_lowercase());
         self.headers.lines().find(|l| l.to_lowercase().starts_with(&want)).map(|l| l[want.len()..].trim().to_string())
     }
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         format!("status {}\n{}\n{}{}", self.code, indent(&self.headers), indent(&self.body), if self.error.is_empty() { String::new() } else { format!("\ncurl: {}", self.error) })
     }
 }
 
 /// curl to `url` with `host` resolved to 127.0.0.1 (port from the URL), extra args first.
-fn fetch(s: &Server, scheme: &str, host: &str, path: &str, extra: &[&str]) -> Resp {
+pub fn fetch(s: &Server, scheme: &str, host: &str, path: &str, extra: &[&str]) -> Resp {
     let port = if scheme == "https" { s.https_port } else { s.http_port };
     let url = format!("{scheme}://{host}:{port}{path}");
     let out = run(
@@ -55,7 +55,7 @@ fn fetch(s: &Server, scheme: &str, host: &str, path: &str, extra: &[&str]) -> Re
     }
 }
 
-fn expect(resp: &Resp, code: u16, body_has: &str, what: &str) -> Result<(), String> {
+pub fn expect(resp: &Resp, code: u16, body_has: &str, what: &str) -> Result<(), String> {
     if resp.code == code && resp.body.contains(body_has) { Ok(()) } else { Err(format!("{what}: expected {code} with {body_has:?}, got:\n{}", resp.describe())) }
 }
 
@@ -81,7 +81,7 @@ fn drop_settings(s: &Server, keys: &[&str]) -> Result<(), String> {
 
 /// An app that answers every GET with its port and the request headers it got
 /// (`/big` adds 4 kB of text, to be gzipped).
-fn echo_app<'s>(s: &'s Server, name: &str, env: &str) -> App<'s> {
+pub fn echo_app<'s>(s: &'s Server, name: &str, env: &str) -> App<'s> {
     let app = App::new(s, name);
     app.write("Procfile", "web: python3 echo.py\n").write("ENV", env).write(
         "echo.py",

@@ -30,6 +30,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("piku-config", env!("CARGO_BIN_EXE_piku-config")),
     ("piku-uwsgi", env!("CARGO_BIN_EXE_piku-uwsgi")),
     ("piku-nginx", env!("CARGO_BIN_EXE_piku-nginx")),
+    ("piku-nginx-install", env!("CARGO_BIN_EXE_piku-nginx-install")),
 ];
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The sudo rule, and the lock that lets one run at a time use the user.
@@ -256,6 +257,11 @@ impl Server {
         client::wait_for(Duration::from_secs(10), || read_pid(&pid).filter(|p| alive(*p)).map(|_| ()).ok_or_else(|| "the emperor is not running".to_string()))
     }
 
+    /// piku-nginx-install's settings (root's file; the sudo rule names it).
+    pub fn install_config(&self) -> PathBuf {
+        self.work.join("nginx/install.conf")
+    }
+
     fn install_tools(&self) -> Result<(), String> {
         let bin = self.work.join("prefix/bin");
         let hooks = self.work.join("prefix/share/piku/hooks");
@@ -296,12 +302,26 @@ impl Server {
     }
 
     /// `piku setup` as the user, then the server settings (what install.sh
-    /// writes, plus this nginx's ports and loopback address) and the sudo
-    /// rule that lets the user reload this nginx (and nothing else).
+    /// writes, plus this nginx's ports and loopback address), the settings of
+    /// root's installer (root's own file) and the sudo rule that lets the user
+    /// run it (and nothing else): nginx reads only what it installed.
     fn piku_setup(&mut self) -> Result<(), String> {
         self.run_as_user(&["piku", "setup"])?;
-        let conf = self.work.join("nginx/nginx.conf");
-        let reload = format!("/usr/sbin/nginx -c {} -s reload", conf.display());
+        let install_conf = self.install_config();
+        let w = self.work.display();
+        let text = format!(
+            "# piku-nginx-install's settings for the e2e suite's nginx (root's file)\n\
+             USER={user}\nPIKU_ROOT={root}\nTARGET={w}/nginx/sites\nCACHE={w}/nginx/cache\n\
+             NGINX=/usr/sbin/nginx\nNGINX_CONF={w}/nginx/nginx.conf\nPID_FILE={w}/nginx/nginx.pid\n\
+             ERROR_LOG={w}/nginx/error.log\nPORTS={http} {https}\nRELOAD_WAIT=10\n",
+            user = *USER,
+            root = self.piku_root().display(),
+            http = self.http_port,
+            https = self.https_port,
+        );
+        std::fs::write(&install_conf, text).map_err(|e| format!("write {}: {e}", install_conf.display()))?;
+        chmod(&install_conf, 0o644)?;
+        let reload = format!("{}/prefix/bin/piku-nginx-install --config {}", w, install_conf.display());
         let settings = self.piku_root().join("settings");
         // Apps listen on 127.0.0.1 like the default server below: nginx picks
         // a server by the most specific listen address first, so an app block
@@ -309,13 +329,16 @@ impl Server {
         let text = format!(
             "# written by the e2e suite\n\
              NGINX_RELOAD=sudo -n {reload}\n\
+             NGINX_INSTALL_CONFIG={install}\n\
              NGINX_MIME_TYPES=/etc/nginx/mime.types\n\
              NGINX_BIN=/usr/sbin/nginx\n\
              NGINX_HTTP_PORT={}\n\
              NGINX_HTTPS_PORT={}\n\
              NGINX_IPV4_ADDRESS=127.0.0.1\n\
              DISABLE_IPV6=1\n",
-            self.http_port, self.https_port
+            self.http_port,
+            self.https_port,
+            install = install_conf.display(),
         );
         std::fs::write(&settings, text).map_err(|e| format!("write {}: {e}", settings.display()))?;
         chown_to_user(&settings)?;
@@ -334,7 +357,7 @@ impl Server {
         let w = self.work.display();
         let conf = self.work.join("nginx/nginx.conf");
         let text = format!(
-            "# The e2e suite's nginx: loopback only, apps' blocks from PIKU_ROOT.\n\
+            "# The e2e suite's nginx: loopback only, apps' blocks as piku-nginx-install installed them.\n\
              user www-data;\n\
              worker_processes 1;\n\
              pid {w}/nginx/nginx.pid;\n\
@@ -357,12 +380,13 @@ impl Server {
              \x20   listen 127.0.0.1:{https} ssl default_server;\n\
              \x20   ssl_reject_handshake on;\n\
              \x20 }}\n\
-             \x20 include {root}/nginx/*.conf;\n\
+             \x20 include {w}/nginx/sites/*.conf;\n\
              }}\n",
             port = self.http_port,
             https = self.https_port,
-            root = self.piku_root().display(),
         );
+        let sites = self.work.join("nginx/sites");
+        std::fs::create_dir_all(&sites).map_err(|e| format!("create {}: {e}", sites.display()))?;
         std::fs::write(&conf, text).map_err(|e| format!("write {}: {e}", conf.display()))?;
         let error_log = self.work.join("nginx/error.log");
         system(Command::new("/usr/sbin/nginx").arg("-t").arg("-q").arg("-e").arg(&error_log).arg("-c").arg(&conf))?;
