@@ -70,7 +70,7 @@ PIKU_HOME=/home/piku
 PIKU_ROOT=$PIKU_HOME/.piku
 BIN_DIR=/usr/local/bin
 HOOKS_DIR=/usr/local/share/piku/hooks
-TOOLS="piku piku-receive piku-build piku-config piku-uwsgi piku-nginx"
+TOOLS="piku piku-receive piku-build piku-config piku-uwsgi piku-nginx piku-nginx-install"
 PACKAGES="git openssh-server openssh-client nginx uwsgi uwsgi-plugin-python3 python3
     python3-virtualenv virtualenv python3-venv python3-pip sudo curl ca-certificates
     util-linux build-essential pkg-config openssl lego"
@@ -194,7 +194,7 @@ header="# piku's server-wide settings, K=V. install.sh sets NGINX_RELOAD, NGINX_
 tmp=$(mktemp "$PIKU_ROOT/.settings.XXXXXX")
 {
     echo "$header"
-    echo "NGINX_RELOAD=sudo -n /usr/sbin/nginx -s reload"
+    echo "NGINX_RELOAD=sudo -n $BIN_DIR/piku-nginx-install"
     echo "NGINX_MIME_TYPES=/etc/nginx/mime.types"
     echo "NGINX_BIN=/usr/sbin/nginx"    # not on the PATH of an ssh session
     if [ -f "$settings" ]; then
@@ -207,15 +207,26 @@ else
     chown piku:www-data "$tmp"; chmod 0644 "$tmp"; mv "$tmp" "$settings"
 fi
 
-step "Allowing piku to reload nginx (/etc/sudoers.d/piku)"
+step "Root's nginx installer (/etc/piku/nginx-install.conf, /var/lib/piku/nginx)"
+# Root's nginx reads the apps' blocks from /var/lib/piku/nginx, where only
+# piku-nginx-install (as root) writes, after checking them; never from
+# ~piku/.piku/nginx, which every app's code can write. The settings file is
+# the server owner's: written once, then left as they edit it (RAW_INCLUDE).
+install -d -m 0755 -o root -g root /etc/piku /var/lib/piku /var/lib/piku/nginx /var/cache/piku /var/cache/piku/nginx
+if [ ! -f /etc/piku/nginx-install.conf ]; then
+    install -m 0644 -o root -g root share/nginx/install.conf /etc/piku/nginx-install.conf
+    note "installed /etc/piku/nginx-install.conf"
+fi
+
+step "Allowing piku to run the installer, and nothing else, as root (/etc/sudoers.d/piku)"
 if ! cmp -s share/sudoers.d-piku /etc/sudoers.d/piku; then
     # sudo skips files whose names contain a dot, so piku.new is never read half-made.
     install -m 0440 -o root -g root share/sudoers.d-piku /etc/sudoers.d/piku.new
     visudo -cqf /etc/sudoers.d/piku.new || { rm -f /etc/sudoers.d/piku.new; die "share/sudoers.d-piku does not pass visudo -c"; }
     mv /etc/sudoers.d/piku.new /etc/sudoers.d/piku
 fi
-as_piku sudo -n -l /usr/sbin/nginx -s reload >/dev/null ||
-    die "the piku user cannot run 'sudo -n /usr/sbin/nginx -s reload'; check that /etc/sudoers includes /etc/sudoers.d"
+as_piku sudo -n -l "$BIN_DIR/piku-nginx-install" >/dev/null ||
+    die "the piku user cannot run 'sudo -n $BIN_DIR/piku-nginx-install'; check that /etc/sudoers includes /etc/sudoers.d"
 
 step "Installing nginx's default site (/etc/nginx/sites-available/piku)"
 site=/etc/nginx/sites-available/piku
@@ -296,6 +307,10 @@ else
         note "started the uWSGI emperor as piku (pid $(cat "$pidfile"))"
     fi
 fi
+
+step "Installing the apps' nginx configuration (piku-nginx-install)"
+"$BIN_DIR/piku-nginx-install" ||
+    note "piku-nginx-install failed (see above); the apps it names are not served until it succeeds"
 
 for key in "${keys[@]}"; do
     step "Allowing the ssh key $key"

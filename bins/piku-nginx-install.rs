@@ -167,6 +167,10 @@ fn prepare(config: &Config, app: &AppName) -> Result<BTreeMap<String, Vec<u8>>> 
 fn install(config: &Config) -> Result<()> {
     std::fs::create_dir_all(&config.target).map_err(|e| Error::io("create directory", &config.target, e))?;
     std::fs::set_permissions(&config.target, std::fs::Permissions::from_mode(0o755)).map_err(|e| Error::io("set the mode of", &config.target, e))?;
+    // One installer at a time (sudo from piku-nginx, systemd's path unit).
+    let lock_path = config.target.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io("create", &lock_path, e))?;
+    lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
     let installed = read_dir_files(&config.target);
 
     // What the piku user wrote, checked app by app.
@@ -201,7 +205,14 @@ fn install(config: &Config) -> Result<()> {
             return Err(e);
         }
     }
-    if let Err(e) = reload(config) {
+    let Some(master) = running_master(config) else {
+        // What it reads when it starts is installed (and passed nginx -t).
+        return Err(Error::new(format!(
+            "nginx is not running (no master in {}); the configuration is installed and nginx reads it when it starts",
+            config.pid_file.display()
+        )));
+    };
+    if let Err(e) = reload(config, master) {
         if changed {
             write_state(config, &wanted, &installed)?;
         }
@@ -255,14 +266,15 @@ fn test_config(config: &Config) -> Result<()> {
     Err(Error::new(format!("nginx -t rejected the configuration; nothing changed:\n{}", String::from_utf8_lossy(&out.stderr).trim())))
 }
 
+/// nginx's master, from its pid file, if it runs.
+fn running_master(config: &Config) -> Option<u32> {
+    let pid = std::fs::read_to_string(&config.pid_file).ok()?.trim().parse::<u32>().ok()?;
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"nginx: master process")).then_some(pid)
+}
+
 /// Reload nginx, and wait until its master serves with a new generation of
 /// workers; an [emerg] or [alert] nginx logs meanwhile is the reason it did not.
-fn reload(config: &Config) -> Result<()> {
-    let master = std::fs::read_to_string(&config.pid_file).ok().and_then(|p| p.trim().parse::<u32>().ok());
-    let is_master = |pid: u32| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"nginx: master process"));
-    let Some(master) = master.filter(|p| is_master(*p)) else {
-        return Err(Error::new(format!("nginx is not running (no master in {}); its configuration is installed and is read when it starts", config.pid_file.display())));
-    };
+fn reload(config: &Config, master: u32) -> Result<()> {
     let before = piku::nginx_workers::serving().remove(&master).unwrap_or_default();
     let offset = std::fs::metadata(&config.error_log).map(|m| m.len()).unwrap_or(0);
     // SAFETY: kill(2) to the master nginx wrote in its pid file (checked above).

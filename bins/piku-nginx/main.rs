@@ -73,9 +73,9 @@ fn check(root: &Root, settings: &Settings, rel: &Release) -> Result<()> {
         _scratch = dir;
     }
     let conf = front(root, settings).render(rel, &env, &names, &cert)?;
+    nginx::test_config(root, settings, &rel.app, &conf)?;
     // The installer's checks, on the block as it will be (with the app's own certificate).
     nginx::check_rules(root, settings, &rel.app, &front(root, settings).render(rel, &env, &names, &certs::files(root, &rel.app))?)?;
-    nginx::test_config(root, settings, &rel.app, &conf)?;
     output::step(format!("nginx accepts the configuration of '{}'", rel.app));
     Ok(())
 }
@@ -121,8 +121,8 @@ fn publish(root: &Root, settings: &Settings, app: &AppName) -> Result<()> {
     if old.as_deref() == Some(conf.as_str()) && !cert_changed {
         output::step(format!("nginx configuration of '{app}' unchanged"));
     } else {
-        nginx::check_rules(root, settings, app, &conf)?;
         nginx::test_config(root, settings, app, &conf)?;
+        nginx::check_rules(root, settings, app, &conf)?;
         atomic::write_file(&path, conf.as_bytes(), 0o644)?;
         if let Err(e) = nginx::reload(settings) {
             // nginx keeps what it ran: so does nginx/, and the next deploy tries again.

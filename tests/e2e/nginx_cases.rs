@@ -290,7 +290,7 @@ pub fn nginx_bad_input(s: &Server) -> Result<(), String> {
         ("NGINX_SERVER_NAME=a.test;include /etc/passwd", "", "NGINX_SERVER_NAME contains ';'"),
         ("NGINX_STATIC_PATHS=/x:public{", "", "NGINX_STATIC_PATHS contains '{'"),
         ("NGINX_CACHE_PREFIXES=/api}", "", "NGINX_CACHE_PREFIXES contains '}'"),
-        ("NGINX_CACHE_PREFIXES=/api\nNGINX_CACHE_PATH=/nonexistent/piku-cache", "", "NGINX_CACHE_PATH \"/nonexistent/piku-cache\" of 'nginx-bad' is not a directory"),
+        ("NGINX_CACHE_PREFIXES=/api\nNGINX_CACHE_PATH=/nonexistent/piku-cache", "", "NGINX_CACHE_PATH \"/nonexistent/piku-cache\" of 'nginx-bad' is outside "),
         ("NGINX_CACHE_PREFIXES=/api\nNGINX_CACHE_TIME=1h", "", "NGINX_CACHE_TIME must be a whole number of seconds"),
         ("NGINX_INCLUDE_FILE=broken.inc", "no_such_directive on;\n", "unknown directive \"no_such_directive\""),
     ];
@@ -548,7 +548,7 @@ pub fn nginx_default_site(s: &Server) -> Result<(), String> {
         .map(|l| {
             l.replace("listen 80 ", &format!("listen 127.0.0.1:{http} "))
                 .replace("listen 443 ", &format!("listen 127.0.0.1:{https} "))
-                .replace("/home/piku/.piku/nginx/*.conf", &format!("{}/empty/*.conf", dir.display()))
+                .replace("/var/lib/piku/nginx/*.conf", &format!("{}/empty/*.conf", dir.display()))
         })
         .map(|l| format!("{l}\n"))
         .collect();

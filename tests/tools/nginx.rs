@@ -229,6 +229,24 @@ fn include_files_stay_inside_the_release_and_are_bounded() {
 }
 
 #[test]
+fn an_include_file_may_not_make_roots_nginx_open_files_unless_the_owner_allows_raw_ones() {
+    let s = Server::new();
+    let repo = deploy(&s, "app", STATIC_APP);
+    let env = "NGINX_SERVER_NAME=static.example.test\nNGINX_INCLUDE_FILE=extra.conf\n";
+    repo.commit(&[("ENV", env), ("extra.conf", "access_log /etc/cron.d/piku;\n")], "an include file with access_log");
+    let r = s.push(&repo, "app", "main");
+    assert!(r.stderr.contains("the directive 'access_log', which piku does not allow") && r.stderr.contains("needs RAW_INCLUDE=yes in"), "{}", r.stderr);
+    assert!(!s.read("nginx/app.conf").contains("access_log"));
+    // The installer's settings (root's file on a server) say raw is allowed.
+    let policy = s.dir.path().join("nginx-install.conf");
+    std::fs::write(&policy, "RAW_INCLUDE=yes\n").unwrap();
+    s.write_settings(&format!("NGINX_BIN=true\nNGINX_RELOAD=true\nNGINX_RELOAD_WAIT=0\nNGINX_INSTALL_CONFIG={}\n", policy.display()));
+    repo.commit(&[("public/index.html", "again\n")], "again");
+    let r = s.push(&repo, "app", "main").ok();
+    assert!(s.read("nginx/app.conf").contains("access_log /etc/cron.d/piku;"), "{}", r.stderr);
+}
+
+#[test]
 fn non_numeric_cache_times_are_clear_errors() {
     for key in ["NGINX_CACHE_TIME", "NGINX_CACHE_REDIRECTS", "NGINX_CACHE_ANY", "NGINX_CACHE_CONTROL", "NGINX_CACHE_EXPIRY"] {
         assert_refused(&format!("NGINX_SERVER_NAME=a.test\nNGINX_CACHE_PREFIXES=/api\n{key}=1h\n"), &format!("{key} must be a whole number of seconds, not \"1h\""));
