@@ -94,7 +94,7 @@ pub fn root_nginx_reads_only_checked_confs(s: &Server) -> Result<(), String> {
     let o = outside.display();
     let evil = s.piku_root().join("nginx/evil.conf");
     let text = format!(
-        "access_log {o}/access.log;\nclient_body_temp_path {o}/body;\nproxy_cache_path {o}/owned keys_zone=evil:1m;\n\
+        "access_log {o}/access.log;\nproxy_cache_path {o}/owned keys_zone=evil:1m;\n\
          server {{\n  listen 127.0.0.1:{port};\n  server_name evil.example.test;\n  access_log {o}/server.log;\n  client_body_temp_path {o}/body2;\n  return 200 \"evil conf\\n\";\n}}\n",
         port = s.http_port
     );
@@ -111,12 +111,12 @@ pub fn root_nginx_reads_only_checked_confs(s: &Server) -> Result<(), String> {
     ways.push(("config:set (a deploy)", out.code, out.all()));
     let nginx_conf = s.work.join("nginx/nginx.conf").display().to_string();
     let out = run(&mut s.as_user(&["sudo", "-n", "/usr/sbin/nginx", "-c", &nginx_conf, "-s", "reload"]), None, COMMAND_TIMEOUT);
+    let mut problems = Vec::new();
     if out.code == 0 {
-        return Err(format!("the piku user may run 'sudo nginx -s reload' itself:\n{}", indent(&out.all())));
+        problems.push(format!("the piku user may run 'sudo nginx -s reload' itself:\n{}", indent(&out.all())));
     }
     let after = owners(&outside);
     let served = fetch(s, "http", "evil.example.test", "/", &[]);
-    let mut problems = Vec::new();
     if before != after {
         problems.push(format!("outside ~/.piku, before: {before:?}\nafter: {after:?}"));
     }
@@ -160,16 +160,20 @@ pub fn nginx_reload_confirmed(s: &Server) -> Result<(), String> {
     serves(s, host, "/x", "port=")?;
     let v2 = s.piku_root().join("cache/sec-reload/v2");
     let _ = s.run_as_user(&["mkdir", "-p", &v2.display().to_string()]);
+    let cached = |what: &str| {
+        wait_for(Duration::from_secs(10), || {
+            let r = fetch(s, "http", host, "/c/1", &[]);
+            if r.header("X-Cache").is_some() { Ok(()) } else { Err(format!("no X-Cache {what}:\n{}", r.describe())) }
+        })
+    };
     ssh(s, &format!("config:set sec-reload NGINX_CACHE_PATH={}", v2.display()), None).ok("config:set NGINX_CACHE_PATH (under cache/<app>)")?;
-    ssh(s, "config:unset sec-reload NGINX_CACHE_PATH", None).ok("config:unset NGINX_CACHE_PATH")?;
     let newer = echo_app(s, "sec-reload-new", "NGINX_SERVER_NAME=sec-reload-new.example.test\n");
     newer.commit("first")?;
     newer.deploy("main")?;
     serves(s, "sec-reload-new.example.test", "/", "port=").map_err(|e| format!("a new app after a change of a cache path: {e}"))?;
-    wait_for(Duration::from_secs(10), || {
-        let r = fetch(s, "http", host, "/c/1", &[]);
-        if r.header("X-Cache").is_some() { Ok(()) } else { Err(format!("no X-Cache:\n{}", r.describe())) }
-    })?;
+    cached("after the change of the cache path")?;
+    ssh(s, "config:unset sec-reload NGINX_CACHE_PATH", None).ok("config:unset NGINX_CACHE_PATH")?;
+    cached("after the cache path is unset")?;
 
     // A zone that changes its path under the running master: nginx -t
     // passes, the reload does not.
