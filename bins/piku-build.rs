@@ -40,8 +40,9 @@
 #[path = "piku-build/runtimes.rs"]
 mod runtimes;
 
+use fs_err as fs;
 use piku::envfile::{self, Env};
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::release::Release;
 use piku::settings::Settings;
 use piku::{AppName, Root, atomic, output, process};
@@ -80,7 +81,7 @@ fn build(root: &Root, rel: &Release) -> Result<()> {
     }
 
     let env_root = root.env_dir(&rel.app);
-    std::fs::create_dir_all(&env_root).at("create directory", &env_root)?;
+    fs::create_dir_all(&env_root)?;
     let mut facts = Env::new();
     facts.insert("RUNTIME".into(), runtime.name().into());
     match runtime.shape() {
@@ -114,7 +115,7 @@ fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Res
     let new_cache = !is_complete(&cache);
     if new_cache {
         start_fresh(&cache)?;
-        std::fs::create_dir_all(&cache).at("create directory", &cache)?;
+        fs::create_dir_all(&cache)?;
         output::step(format!("Dependencies new or changed: a new dependency cache, {}", cache.display()));
         if let Err(e) = runtimes::fetch(ctx, runtime, &cache) {
             let _ = remove_tree(&cache);
@@ -139,7 +140,7 @@ fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Res
     }
     if let Some(out) = &out {
         start_fresh(out)?;
-        std::fs::create_dir_all(out.join("bin")).at("create directory", out)?;
+        fs::create_dir_all(out.join("bin"))?;
     }
     output::step(format!(
         "Compiling '{}' (on every deploy: the program depends on the source, not only on {})",
@@ -238,7 +239,7 @@ fn describe(cmd: &Command) -> String {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// Marks a directory in envs/<app> as completely built.
@@ -273,13 +274,13 @@ fn dependency_key(ctx: &Ctx, runtime: Runtime) -> Result<String> {
     h.write(runtimes::installed_version(ctx, runtime).as_bytes());
     for m in runtime.manifests() {
         let path = ctx.rel.dir.join(m);
-        match std::fs::read(&path) {
+        match fs::read(&path) {
             Ok(bytes) => {
                 h.write(m.as_bytes());
                 h.write(&bytes);
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => {}
-            Err(e) => return Err(Error::io("read", &path, e)),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(format!("{:016x}", h.0))
@@ -326,7 +327,7 @@ fn remove_unused_environments(root: &Root, rel: &Release, current: &Env) {
     if let Ok(Some(live)) = envfile::read_literal(&root.live_env_file(&rel.app)) {
         note(&live);
     }
-    let Ok(entries) = std::fs::read_dir(&env_root) else { return };
+    let Ok(entries) = fs::read_dir(&env_root) else { return };
     for e in entries.flatten() {
         let path = e.path();
         if is_complete(&path) && !used.contains(&path) {
@@ -343,19 +344,19 @@ fn remove_unused_environments(root: &Root, rel: &Release, current: &Env) {
 fn remove_tree(dir: &Path) -> Result<()> {
     fn make_writable(dir: &Path) {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let _ = fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 make_writable(&e.path());
             }
         }
     }
-    match std::fs::remove_dir_all(dir) {
+    match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(_) => {
             make_writable(dir);
-            std::fs::remove_dir_all(dir).at("remove", dir)
+            Ok(fs::remove_dir_all(dir)?)
         }
     }
 }
@@ -386,7 +387,7 @@ fn run_preflight(rel: &Release) -> Result<()> {
 /// Remove every directory in envs/<app>: the dependency environments (and a
 /// virtualenv piku.py left there). Files belong to the other tools.
 fn destroy(root: &Root, app: &AppName) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(root.env_dir(app)) else { return Ok(()) };
+    let Ok(entries) = fs::read_dir(root.env_dir(app)) else { return Ok(()) };
     for e in entries.flatten() {
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             remove_tree(&e.path())?;

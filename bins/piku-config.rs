@@ -27,6 +27,7 @@
 //! behind nginx (its users reach PORT directly), PORT stays put and workers
 //! restart in place.
 
+use fs_err as fs;
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
 use piku::release::{self, Release};
@@ -270,7 +271,7 @@ fn previous_port(root: &Root, app: &AppName) -> Option<u16> {
 /// nor `taken`.
 fn free_port(root: &Root, taken: &[u16]) -> Result<u16> {
     let mut claimed: Vec<u16> = taken.to_vec();
-    if let Ok(rd) = std::fs::read_dir(root.dir("envs")) {
+    if let Ok(rd) = fs::read_dir(root.dir("envs")) {
         for dir in rd.filter_map(|e| e.ok()).map(|e| e.path()) {
             if let Ok(Some(env)) = envfile::read_literal(&dir.join("LIVE_ENV")) {
                 claimed.extend(env.get("PORT").and_then(|p| p.parse::<u16>().ok()));
@@ -349,7 +350,7 @@ fn set(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
 /// Write envs/<app>/ENV, keeping the previous one for `--restore`.
 fn save_user_env(root: &Root, app: &AppName, env: &Env) -> Result<()> {
     let path = root.user_env_file(app);
-    let before = std::fs::read(&path).unwrap_or_default();
+    let before = fs::read(&path).unwrap_or_default();
     atomic::write_file(&backup_file(root, app), &before, 0o600)?;
     write_env(&path, env)
 }
@@ -360,7 +361,7 @@ fn backup_file(root: &Root, app: &AppName) -> std::path::PathBuf {
 
 fn restore(root: &Root, app: &AppName) -> Result<()> {
     let backup = backup_file(root, app);
-    let before = std::fs::read(&backup).map_err(|e| Error::io("read", &backup, e))?;
+    let before = fs::read(&backup)?;
     if before.is_empty() {
         atomic::remove_file(&root.user_env_file(app))?;
     } else {
@@ -392,7 +393,7 @@ fn unset(root: &Root, app: &AppName, keys: &[&str]) -> Result<()> {
 fn destroy(root: &Root, app: &AppName) -> Result<()> {
     let dir = root.env_dir(app);
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
+        fs::remove_dir_all(&dir)?;
     }
     Ok(())
 }

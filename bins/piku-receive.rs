@@ -15,8 +15,9 @@
 //!   piku-receive --destroy <app>
 //!       remove apps/<app>, releases/<app> and repos/<app>.
 
+use fs_err as fs;
 use piku::envfile::{self, Env};
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::release::{self, Release};
 use piku::{AppName, Root, atomic, output, paths};
 use std::io::{BufRead, IsTerminal};
@@ -55,7 +56,7 @@ fn serve(root: &Root, verb: &str, app: &AppName) -> Result<()> {
             )));
         }
         if !repo.join("HEAD").is_file() {
-            std::fs::create_dir_all(root.dir("repos")).at("create directory", &root.dir("repos"))?;
+            fs::create_dir_all(root.dir("repos"))?;
             piku::process::run_captured(Command::new("git").args(["init", "--quiet", "--bare"]).arg(&repo), "git init")?;
         }
         // Set on every push, so repos made by piku.py switch to our hook in place.
@@ -143,20 +144,20 @@ fn receive(root: &Root, app: &AppName) -> Result<()> {
     let releases = root.releases_dir(app);
     let staging = releases.join(format!(".{id}.tmp"));
     if staging.exists() {
-        std::fs::remove_dir_all(&staging).at("remove", &staging)?;
+        fs::remove_dir_all(&staging)?;
     }
-    std::fs::create_dir_all(&staging).at("create directory", &staging)?;
+    fs::create_dir_all(&staging)?;
     let mut submodules = Vec::new();
     if let Err(e) = write_tree(&repo, &tree, &staging, "", &mut submodules) {
         // A full disk or a crash of git's objects: leave no half-written tree behind.
-        let _ = std::fs::remove_dir_all(&staging);
+        let _ = fs::remove_dir_all(&staging);
         return Err(e);
     }
     for path in &submodules {
         output::warn(format!("submodule '{path}' is not checked out (submodules are not supported yet)"));
     }
     let dir = releases.join(&id);
-    std::fs::rename(&staging, &dir).at("publish release tree", &dir)?;
+    fs::rename(&staging, &dir)?;
     let mut facts = Env::new();
     facts.insert("COMMIT".into(), commit_hex.clone());
     facts.insert("REF".into(), refname);
@@ -164,7 +165,7 @@ fn receive(root: &Root, app: &AppName) -> Result<()> {
     facts.insert("MESSAGE".into(), message.lines().next().unwrap_or("").trim().to_string());
     atomic::write_file(&releases.join(format!("{id}.release")), envfile::render(&facts)?.as_bytes(), 0o644)?;
     let data = root.data_dir(app);
-    std::fs::create_dir_all(&data).at("create directory", &data)?;
+    fs::create_dir_all(&data)?;
     output::data(&id);
     Ok(())
 }
@@ -179,7 +180,7 @@ fn deploy_branch(root: &Root, app: &AppName) -> Result<Option<String>> {
     if let Some(b) = user.get("DEPLOY_BRANCH").filter(|b| !b.is_empty()) {
         return Ok(Some(b.trim_start_matches("refs/heads/").to_string()));
     }
-    match std::fs::read_to_string(root.repo_dir(app).join(DEPLOY_BRANCH_FILE)) {
+    match fs::read_to_string(root.repo_dir(app).join(DEPLOY_BRANCH_FILE)) {
         Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
         _ => Ok(None),
     }
@@ -200,24 +201,24 @@ fn write_tree(repo: &gix::Repository, tree: &gix::Tree<'_>, dir: &Path, prefix: 
         let oid = entry.oid.to_owned();
         match entry.mode.kind() {
             EntryKind::Tree => {
-                std::fs::create_dir(&path).at("create directory", &path)?;
+                fs::create_dir(&path)?;
                 let sub = repo.find_tree(oid).map_err(|e| Error::new(format!("missing tree {oid}: {e}")))?;
                 write_tree(repo, &sub, &path, &format!("{prefix}{name}/"), submodules)?;
             }
             kind @ (EntryKind::Blob | EntryKind::BlobExecutable) => {
                 let blob = repo.find_blob(oid).map_err(|e| Error::new(format!("missing blob {oid}: {e}")))?;
-                std::fs::write(&path, &blob.data).at("write", &path)?;
+                fs::write(&path, &blob.data)?;
                 piku::mapped::note_read(blob.data.len());
                 let mode = if kind == EntryKind::BlobExecutable { 0o755 } else { 0o644 };
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).at("set the mode of", &path)?;
+                fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
             }
             EntryKind::Link => {
                 let blob = repo.find_blob(oid).map_err(|e| Error::new(format!("missing blob {oid}: {e}")))?;
                 let target = std::ffi::OsStr::new(std::str::from_utf8(&blob.data).unwrap_or_default());
-                std::os::unix::fs::symlink(target, &path).at("create symlink", &path)?;
+                fs::os::unix::fs::symlink(target, &path)?;
             }
             EntryKind::Commit => {
-                std::fs::create_dir(&path).at("create directory", &path)?;
+                fs::create_dir(&path)?;
                 submodules.push(format!("{prefix}{name}"));
             }
         }
@@ -232,7 +233,7 @@ fn activate(root: &Root, app: &AppName, id: &str) -> Result<()> {
     if link.is_dir() && !link.is_symlink() {
         // A tree left by piku.py: keep it as a release instead of deleting it.
         let kept = root.releases_dir(app).join(format!("{}-pikupy", release::utc_stamp(now_secs())));
-        std::fs::rename(&link, &kept).at("move piku.py's app tree to", &kept)?;
+        fs::rename(&link, &kept)?;
         output::step(format!("Kept piku.py's tree of '{app}' as {}", kept.display()));
     }
     // The release being replaced keeps serving while it drains: never pruned now.
@@ -263,7 +264,7 @@ fn prune(root: &Root, app: &AppName, live: &str, draining: Option<&str>) -> Resu
     let dir = root.releases_dir(app);
     for id in ids.iter().take(ids.len().saturating_sub(keep)).filter(|id| id.as_str() != live && Some(id.as_str()) != draining) {
         let tree = dir.join(id);
-        std::fs::remove_dir_all(&tree).at("remove old release", &tree)?;
+        fs::remove_dir_all(&tree)?;
         for fact in ["release", "build", "env"] {
             atomic::remove_file(&dir.join(format!("{id}.{fact}")))?;
         }
@@ -280,11 +281,11 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
     if link.is_symlink() {
         atomic::remove_file(&link)?;
     } else if link.is_dir() {
-        std::fs::remove_dir_all(&link).at("remove", &link)?;
+        fs::remove_dir_all(&link)?;
     }
     for dir in [root.releases_dir(app), root.repo_dir(app)] {
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).at("remove", &dir)?;
+            fs::remove_dir_all(&dir)?;
         }
     }
     Ok(())

@@ -26,8 +26,9 @@
 //! PIKU_DRAIN_SECONDS (how long the old colour keeps running after the
 //! switch, for requests in flight; default 3).
 
+use fs_err as fs;
 use piku::envfile::{self, Env};
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::procfile;
 use piku::release::{self, Release};
 use piku::scaling::{self, read_scaling};
@@ -180,7 +181,7 @@ fn render_all(
             let name = vassal_name(&rel.app, &worker.kind, n, colour);
             // A reloaded vassal keeps its old process environment (uWSGI
             // re-execs itself): unset what the running one had and this one drops.
-            let running = std::fs::read_to_string(root.dir("uwsgi-enabled").join(&name)).unwrap_or_default();
+            let running = fs::read_to_string(root.dir("uwsgi-enabled").join(&name)).unwrap_or_default();
             let removed: Vec<String> = running
                 .lines()
                 .filter_map(|l| l.strip_prefix("env = ")?.split_once('=').map(|(k, _)| k.to_string()))
@@ -347,7 +348,7 @@ fn number(name: &str, value: &str) -> Result<String> {
 fn include_settings(rel: &Release, env: &Env) -> Result<Vec<(String, String)>> {
     let Some(file) = env.get("UWSGI_INCLUDE_FILE").filter(|f| !f.is_empty()) else { return Ok(vec![]) };
     let path = rel.dir.join(file);
-    let text = std::fs::read_to_string(&path)
+    let text = fs::read_to_string(&path)
         .map_err(|e| Error::new(format!("UWSGI_INCLUDE_FILE {file:?} of '{}' cannot be read: {e}", rel.app)))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -382,13 +383,13 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     let procfile = rel.procfile()?;
     let scaling = wanted_scaling(root, &rel)?;
     let text = scaling::render_counts(procfile.workers().map(|w| (w.kind.as_str(), scaling[&w.kind])));
-    if std::fs::read_to_string(root.scaling_file(app)).ok().as_deref() != Some(text.as_str()) {
+    if fs::read_to_string(root.scaling_file(app)).ok().as_deref() != Some(text.as_str()) {
         atomic::write_file(&root.scaling_file(app), text.as_bytes(), 0o644)?;
     }
     let colour = scaling::colour_of_port(root, app, env.get("PORT").map(String::as_str))?;
     let wanted = render_all(root, &rel, &env, &scaling, colour, Which::All)?;
     let log_dir = root.log_dir(app);
-    std::fs::create_dir_all(&log_dir).at("create directory", &log_dir)?;
+    fs::create_dir_all(&log_dir)?;
     let available = root.dir("uwsgi-available");
     let enabled = root.dir("uwsgi-enabled");
 
@@ -397,7 +398,7 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     if let Some(c) = colour.filter(|_| procfile.has("wsgi") && behind_nginx) {
         let link = socket_path(root, app, None);
         let target = PathBuf::from(format!("{app}.{c}.sock"));
-        if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+        if fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
             atomic::replace_symlink(&target, &link)?;
             output::step(format!("nginx now reaches '{app}' through its {c} workers"));
         }
@@ -405,11 +406,11 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
 
     let restart = force || envfile::flag(&env, "PIKU_AUTO_RESTART", true);
     for (name, text) in &wanted {
-        if std::fs::read_to_string(available.join(name)).ok().as_deref() != Some(text.as_str()) {
+        if fs::read_to_string(available.join(name)).ok().as_deref() != Some(text.as_str()) {
             atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
         }
         let live = enabled.join(name);
-        let current = std::fs::read_to_string(&live).ok();
+        let current = fs::read_to_string(&live).ok();
         if current.is_none() || (restart && current.as_deref() != Some(text.as_str())) {
             atomic::write_file_newer(&live, text.as_bytes(), 0o644)?;
             let verb = if current.is_some() { "Restarting" } else { "Spawning" };
@@ -497,7 +498,7 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
     atomic::remove_file(&root.scaling_file(app))?;
     let logs = root.log_dir(app);
     if logs.exists() {
-        std::fs::remove_dir_all(&logs).at("remove", &logs)?;
+        fs::remove_dir_all(&logs)?;
     }
     Ok(())
 }
@@ -590,7 +591,7 @@ fn logs(root: &Root, app: &AppName, rest: &[&str]) -> Result<()> {
     // Web workers log per colour: show the live colour's, as `kind.n`.
     let live_env = envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
     let live_colour = scaling::colour_of_port(root, app, live_env.get("PORT").map(String::as_str))?;
-    let mut files: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&dir)
+    let mut files: Vec<(String, std::path::PathBuf)> = fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -3,7 +3,7 @@
 //! never through a shell) and the local CLI; it parses piku's command line and
 //! runs the tool that owns the work.
 
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::lock::AppLock;
 use piku::release::{self, Release};
 use piku::{AppName, Root, atomic, envfile, output, paths, process, vassals};
@@ -251,7 +251,7 @@ fn setup(root: &Root) -> Result<()> {
     for d in paths::ROOT_DIRS {
         let dir = root.dir(d);
         if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+            fs_err::create_dir_all(&dir)?;
             output::step(format!("Created {}", dir.display()));
         }
     }
@@ -323,8 +323,8 @@ fn setup_ssh(args: &[&str]) -> Result<()> {
             }
         }
     }
-    std::fs::create_dir_all(&ssh_dir).at("create directory", &ssh_dir)?;
-    std::fs::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).at("set the mode of", &ssh_dir)?;
+    fs_err::create_dir_all(&ssh_dir)?;
+    fs_err::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let mut text = lines.join("\n");
     text.push('\n');
     atomic::write_file(&auth, text.as_bytes(), 0o600)

@@ -21,9 +21,10 @@
 //! <env> is a dependency environment, <cache> a dependency cache and <out> a
 //! release's output directory (see piku-build.rs).
 
+use fs_err as fs;
 use super::Ctx;
 use piku::envfile::Env;
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::procfile::Procfile;
 use piku::{atomic, output, process};
 use std::path::{Path, PathBuf};
@@ -194,7 +195,7 @@ pub fn detect(ctx: &Ctx, procfile: &Procfile) -> Result<Runtime> {
 }
 
 fn has_go_files(dir: &Path) -> bool {
-    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().ends_with(".go") && e.path().is_file())
+    fs::read_dir(dir).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().ends_with(".go") && e.path().is_file())
 }
 
 /// The programs a runtime needs, each with the Debian package that provides it.
@@ -293,12 +294,12 @@ pub fn install(ctx: &Ctx, runtime: Runtime, env: &Path) -> Result<()> {
             let lock = env.join(".lock");
             if lock.is_file() {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).at("set the mode of", &lock)?;
+                fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644))?;
             }
             Ok(())
         }
         Ruby => {
-            std::fs::create_dir_all(env).at("create directory", env)?;
+            fs::create_dir_all(env)?;
             let mut bundle = ctx.command("bundle", &[]);
             bundle.arg("install").env("BUNDLE_PATH", env).env("BUNDLE_GEMFILE", ctx.rel.dir.join("Gemfile"));
             ctx.run(&mut bundle, "bundle install")
@@ -366,7 +367,7 @@ fn python_version_for_uv(ctx: &Ctx) -> Option<String> {
     if let Some(v) = ctx.setting("PYTHON_VERSION") {
         return Some(v.to_string());
     }
-    let text = std::fs::read_to_string(ctx.rel.dir.join(".python-version")).ok()?;
+    let text = fs::read_to_string(ctx.rel.dir.join(".python-version")).ok()?;
     text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string)
 }
 
@@ -393,11 +394,11 @@ fn install_node(ctx: &Ctx, env: &Path) -> Result<()> {
         let why = e.message.lines().find(|l| l.contains("Error:")).unwrap_or(&e.message).trim().to_string();
         Error::new(format!("package.json of '{}' is not valid JSON: {why}", ctx.rel.app))
     })?;
-    std::fs::create_dir_all(env.join("node_modules")).at("create directory", env)?;
+    fs::create_dir_all(env.join("node_modules"))?;
     for name in NODE_MANIFESTS {
         let from = ctx.rel.dir.join(name);
         if from.is_file() {
-            std::fs::copy(&from, env.join(name)).at("copy", &from)?;
+            fs::copy(&from, env.join(name))?;
         }
     }
 
@@ -438,7 +439,7 @@ pub fn fetch(ctx: &Ctx, runtime: Runtime, cache: &Path) -> Result<()> {
             // the cache, so every release built from it uses the same versions.
             let resolved = ctx.rel.dir.join("Cargo.lock");
             if !had_lock && resolved.is_file() {
-                std::fs::copy(&resolved, cache.join("Cargo.lock")).at("keep", &resolved)?;
+                fs::copy(&resolved, cache.join("Cargo.lock"))?;
             }
             Ok(())
         }
@@ -489,7 +490,7 @@ pub fn compile(ctx: &Ctx, runtime: Runtime, cache: &Path, out: Option<&Path>) ->
         Rust => {
             let kept = cache.join("Cargo.lock");
             if !ctx.has("Cargo.lock") && kept.is_file() {
-                std::fs::copy(&kept, ctx.rel.dir.join("Cargo.lock")).at("copy", &kept)?;
+                fs::copy(&kept, ctx.rel.dir.join("Cargo.lock"))?;
             }
             ctx.run(cargo(ctx, cache).args(["build", "--release"]).args(locked(ctx)), "cargo build")?;
             // Ask cargo (a no-op build now) which programs it made, and copy them out
@@ -504,7 +505,7 @@ pub fn compile(ctx: &Ctx, runtime: Runtime, cache: &Path, out: Option<&Path>) ->
             }
             for program in programs {
                 let to = bin.join(program.file_name().unwrap_or_default());
-                std::fs::copy(&program, &to).at("copy the program", &program)?;
+                fs::copy(&program, &to)?;
                 output::detail(format!("installed {}", to.display()));
             }
             Ok(())

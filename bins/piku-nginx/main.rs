@@ -19,6 +19,7 @@ mod certs;
 mod nginx;
 mod site;
 
+use fs_err as fs;
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
 use piku::release::{self, Release};
@@ -79,7 +80,7 @@ fn check(root: &Root, settings: &Settings, rel: &Release) -> Result<()> {
 
 fn scratch(root: &Root) -> Result<std::path::PathBuf> {
     let tmp = root.tmp_dir();
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io("create directory", &tmp, e))?;
+    fs::create_dir_all(&tmp)?;
     Ok(tmp)
 }
 
@@ -111,7 +112,7 @@ fn publish(root: &Root, settings: &Settings, app: &AppName) -> Result<()> {
     let front = front(root, settings);
     let cert = certs::files(root, app);
     let conf = front.render(&rel, &env, &names, &cert)?;
-    let old = std::fs::read_to_string(&path).ok();
+    let old = fs::read_to_string(&path).ok();
     let cert_changed = facts.as_ref().is_none_or(|f| f.names != names);
     if old.as_deref() == Some(conf.as_str()) && !cert_changed {
         output::step(format!("nginx configuration of '{app}' unchanged"));
@@ -176,7 +177,7 @@ fn renew(root: &Root, settings: &Settings, only: &[&str]) -> Result<()> {
     let days = settings.get_or("ACME_RENEW_DAYS", "30");
     let days: u64 = days.parse().map_err(|_| Error::new(format!("ACME_RENEW_DAYS must be a number of days, not {days:?}")))?;
     let apps: Vec<AppName> = if only.is_empty() {
-        let mut all: Vec<AppName> = std::fs::read_dir(root.dir("nginx"))
+        let mut all: Vec<AppName> = fs::read_dir(root.dir("nginx"))
             .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".conf").and_then(|n| AppName::parse(n).ok())).collect())
             .unwrap_or_default();
         all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -227,7 +228,7 @@ fn renew(root: &Root, settings: &Settings, only: &[&str]) -> Result<()> {
     if renewed > 0 {
         // Every app's live block with the new certificates.
         let probe = &apps[0];
-        let conf = std::fs::read_to_string(root.dir("nginx").join(format!("{probe}.conf"))).unwrap_or_default();
+        let conf = fs::read_to_string(root.dir("nginx").join(format!("{probe}.conf"))).unwrap_or_default();
         nginx::test_config(root, settings, probe, &conf)?;
         nginx::reload(settings)?;
         output::step(format!("{renewed} certificate(s) renewed; nginx reloaded"));
