@@ -1,18 +1,6 @@
-//! piku-build: from a release tree to something runnable.
-//!
-//!   piku-build <app> <release-id>
-//!       detect the runtime (piku's rules and order, first match wins; see
-//!       piku-build/runtimes.rs), run the Procfile's `preflight` task (in the
-//!       tree, with the environment piku-config resolves for the release; a
-//!       failure stops the build), install its dependencies and record the result
-//!       in releases/<app>/<id>.build (RUNTIME, VIRTUAL_ENV, NODE_PATH,
-//!       PATH_PREFIX, BUILD_CACHE), which piku-config turns into the app's
-//!       environment.
-//!   piku-build --task release|preflight <app> <release-id>
-//!       run that Procfile task in the release's tree with its resolved
-//!       environment (releases/<app>/<id>.env); a failure stops the deploy.
-//!   piku-build --destroy <app>
-//!       remove the app's dependency environments (directories in envs/<app>).
+//! piku-build: from a release tree to something runnable. Its modes (build,
+//! task, destroy) are the subcommands below; `piku-build --help` and
+//! `piku-build <mode> --help` print their help. The runtimes: runtimes.rs.
 //!
 //! What goes in envs/<app>/, all keyed so that nothing a kept release uses is
 //! ever changed (a new key means a new directory beside the live one):
@@ -40,6 +28,7 @@
 #[path = "piku-build/runtimes.rs"]
 mod runtimes;
 
+use argh::FromArgs;
 use fs_err as fs;
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
@@ -50,20 +39,98 @@ use runtimes::{Runtime, Shape};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+/// From a release tree to something runnable: detect the runtime, install the
+/// dependencies, run the Procfile's tasks.
+#[derive(FromArgs)]
+#[argh(
+    help_triggers("-h", "--help"),
+    example = "{command_name} build myapp 20240101-120000-5f3c2a1\n{command_name} task release myapp 20240101-120000-5f3c2a1",
+    error_code(1, "the work failed (the message says why and what to do)"),
+    error_code(2, "usage error: nothing was done")
+)]
+struct Args {
+    #[argh(subcommand)]
+    mode: Mode,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Mode {
+    Build(BuildArgs),
+    Task(TaskArgs),
+    Destroy(DestroyArgs),
+}
+
+/// detect the release's runtime and install its dependencies.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "build",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp 20240101-120000-5f3c2a1",
+    note = "Detects the runtime (piku's rules and order, first match wins), runs the Procfile's preflight task (in the tree, with the environment piku-config resolves for the release; a failure stops the build), installs the dependencies and records the result in releases/<app>/<id>.build (RUNTIME, VIRTUAL_ENV, NODE_PATH, PATH_PREFIX, BUILD_CACHE), which piku-config turns into the app's environment. The runtimes and their rules: the README's table."
+)]
+struct BuildArgs {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// run a Procfile task (release or preflight) in the release's tree.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "task",
+    help_triggers("-h", "--help"),
+    example = "{command_name} release myapp 20240101-120000-5f3c2a1",
+    note = "The task runs with the release's resolved environment (releases/<app>/<id>.env); a failure stops the deploy. A Procfile without the task: nothing to do."
+)]
+struct TaskArgs {
+    /// release or preflight
+    #[argh(positional)]
+    task: Task,
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// remove the app's dependency environments (the directories in envs/<app>).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "destroy", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct DestroyArgs {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// The Procfile tasks a deploy runs.
+struct Task(&'static str);
+
+impl std::str::FromStr for Task {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "release" => Ok(Task("release")),
+            "preflight" => Ok(Task("preflight")),
+            _ => Err("expected release or preflight".into()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    output::run_main("piku-build", |args| {
+    let args: Args = piku::cli::parse();
+    output::run("piku-build", || {
         let root = Root::from_env();
-        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["--task", task @ ("release" | "preflight"), app, id] => {
-                let rel = Release::open(&root, &AppName::parse(app)?, id)?;
-                run_task(&rel, task)
-            }
-            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
-            [app, id] if !app.starts_with('-') => {
-                let rel = Release::open(&root, &AppName::parse(app)?, id)?;
-                build(&root, &rel)
-            }
-            _ => Err(Error::usage("usage: piku-build <app> <release-id> | --task release|preflight <app> <release-id> | --destroy <app>")),
+        match args.mode {
+            Mode::Task(a) => run_task(&Release::open(&root, &AppName::parse(&a.app)?, &a.release)?, a.task.0),
+            Mode::Destroy(a) => destroy(&root, &AppName::parse(&a.app)?),
+            Mode::Build(a) => build(&root, &Release::open(&root, &AppName::parse(&a.app)?, &a.release)?),
         }
     })
 }
@@ -379,7 +446,7 @@ fn run_task(rel: &Release, task: &str) -> Result<()> {
 /// yet; the chain resolves it again after the build).
 fn run_preflight(rel: &Release) -> Result<()> {
     let mut config = Command::new(piku::paths::tools_dir().join("piku-config"));
-    config.args([rel.app.as_str(), rel.id.as_str()]);
+    config.args(["resolve", rel.app.as_str(), rel.id.as_str()]);
     process::run_streamed(&mut config, &format!("resolving the environment of '{}' for its preflight task", rel.app))?;
     run_task(rel, "preflight")
 }

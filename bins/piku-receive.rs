@@ -1,20 +1,8 @@
-//! piku-receive: everything git.
-//!
-//!   piku-receive --serve git-receive-pack|git-upload-pack <app>
-//!       create repos/<app> on first push (bare, core.hooksPath -> our hooks)
-//!       and hand the protocol to stock git.
-//!   piku-receive <app>   (in the hook, "old new ref" lines on stdin)
-//!       pick the deploy branch, materialise its commit as a new release tree
-//!       in releases/<app>/<id>/ with gix, print <id>; print nothing when there
-//!       is nothing to deploy (another branch, a deleted ref, already live).
-//!   piku-receive --activate <app> <id>
-//!       make <id> live: switch the apps/<app> symlink, note LAST_LIVE in
-//!       <id>.release; prune old releases.
-//!   piku-receive --verify <app>   (in the pre-receive hook)
-//!       refuse the push when the deploy branch's new Procfile or ENV does not parse.
-//!   piku-receive --destroy <app>
-//!       remove apps/<app>, releases/<app> and repos/<app>.
+//! piku-receive: everything git. Its modes (serve, checkout, activate,
+//! verify, destroy) are the subcommands below; `piku-receive --help` and
+//! `piku-receive <mode> --help` print their help.
 
+use argh::FromArgs;
 use fs_err as fs;
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
@@ -28,26 +16,140 @@ use std::process::{Command, ExitCode};
 const ZERO_ID: &str = "0000000000000000000000000000000000000000";
 const DEPLOY_BRANCH_FILE: &str = "piku-deploy-branch";
 
+/// Everything git for piku: hand pushes and clones to stock git, turn a pushed
+/// commit into a release tree, switch the live release.
+#[derive(FromArgs)]
+#[argh(
+    help_triggers("-h", "--help"),
+    example = "{command_name} checkout myapp < ref-lines\n{command_name} activate myapp 20240101-120000-5f3c2a1",
+    error_code(1, "the work failed (the message says why and what to do)"),
+    error_code(2, "usage error: nothing was done")
+)]
+struct Args {
+    #[argh(subcommand)]
+    mode: Mode,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Mode {
+    Serve(Serve),
+    Checkout(Checkout),
+    Activate(Activate),
+    Verify(Verify),
+    Destroy(Destroy),
+}
+
+/// the ssh side of git push and clone: hand the protocol to stock git.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "serve",
+    help_triggers("-h", "--help"),
+    example = "{command_name} git-receive-pack myapp",
+    note = "A push to a new app creates repos/<app> first (bare, with core.hooksPath set to piku's hooks)."
+)]
+struct Serve {
+    /// git-receive-pack (a push) or git-upload-pack (a clone or fetch)
+    #[argh(positional)]
+    verb: GitVerb,
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// write the pushed commit as a new release tree and print its id.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "checkout",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp < ref-lines",
+    note = "In the post-receive hook, with its \"old new ref\" lines on stdin: picks the deploy branch and writes its commit into releases/<app>/<id>/. Prints nothing when there is nothing to deploy (another branch, a deleted ref, already live). By hand (no stdin): the deploy branch's current commit."
+)]
+struct Checkout {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// make a release live: point apps/<app> at it.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "activate",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp 20240101-120000-5f3c2a1",
+    note = "Switches the apps/<app> symlink atomically, notes LAST_LIVE in <id>.release and prunes old releases."
+)]
+struct Activate {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// refuse a push whose Procfile or ENV does not parse.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "verify",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp < ref-lines",
+    note = "In the pre-receive hook, with its \"old new ref\" lines on stdin; exits 1 with the reason, which git shows the pusher."
+)]
+struct Verify {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// remove apps/<app>, releases/<app> and repos/<app>.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "destroy", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct Destroy {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// The two git services a client asks ssh for.
+enum GitVerb {
+    ReceivePack,
+    UploadPack,
+}
+
+impl std::str::FromStr for GitVerb {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "git-receive-pack" => Ok(GitVerb::ReceivePack),
+            "git-upload-pack" => Ok(GitVerb::UploadPack),
+            _ => Err("expected git-receive-pack or git-upload-pack".into()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    output::run_main("piku-receive", |args| {
+    let args: Args = piku::cli::parse();
+    output::run("piku-receive", || {
         let root = Root::from_env();
-        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["--serve", verb @ ("git-receive-pack" | "git-upload-pack"), app] => serve(&root, verb, &AppName::parse(app)?),
-            ["--activate", app, id] => activate(&root, &AppName::parse(app)?, id),
-            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
-            ["--verify", app] => verify(&root, &AppName::parse(app)?),
-            [app] if !app.starts_with('-') => receive(&root, &AppName::parse(app)?),
-            _ => Err(Error::usage(
-                "usage: piku-receive <app> < ref-lines | --serve git-receive-pack|git-upload-pack <app> | --activate <app> <release-id> | --verify <app> < ref-lines | --destroy <app>",
-            )),
+        match args.mode {
+            Mode::Serve(a) => serve(&root, a.verb, &AppName::parse(&a.app)?),
+            Mode::Checkout(a) => receive(&root, &AppName::parse(&a.app)?),
+            Mode::Activate(a) => activate(&root, &AppName::parse(&a.app)?, &a.release),
+            Mode::Verify(a) => verify(&root, &AppName::parse(&a.app)?),
+            Mode::Destroy(a) => destroy(&root, &AppName::parse(&a.app)?),
         }
     })
 }
 
 /// The ssh side of `git push` / `git clone`: exec stock git on the app's bare repo.
-fn serve(root: &Root, verb: &str, app: &AppName) -> Result<()> {
+fn serve(root: &Root, verb: GitVerb, app: &AppName) -> Result<()> {
     let repo = root.repo_dir(app);
-    if verb == "git-receive-pack" {
+    if let GitVerb::ReceivePack = verb {
         let hooks = paths::hooks_dir();
         if !hooks.join("post-receive").is_file() {
             return Err(Error::new(format!(
@@ -67,8 +169,11 @@ fn serve(root: &Root, verb: &str, app: &AppName) -> Result<()> {
     } else if !repo.join("HEAD").is_file() {
         return Err(Error::new(format!("app '{app}' not found; push to it first")));
     }
-    // git-receive-pack -> `git receive-pack`: exec, so git owns stdin/stdout.
-    let sub = verb.trim_start_matches("git-");
+    // exec, so git owns stdin/stdout.
+    let sub = match verb {
+        GitVerb::ReceivePack => "receive-pack",
+        GitVerb::UploadPack => "upload-pack",
+    };
     let err = Command::new("git").arg(sub).arg(&repo).exec();
     Err(Error::new(format!("could not run git {sub}: {err}")))
 }

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 const APP_TEMPLATE: &str = include_str!("../../share/nginx/app.conf.j2");
-/// Cloudflare's published ranges as shipped; `piku-nginx --refresh-cloudflare`
+/// Cloudflare's published ranges as shipped; `piku-nginx refresh-cloudflare`
 /// keeps a newer copy in cache/cloudflare-ips.txt.
 pub const CLOUDFLARE_IPS: &str = include_str!("../../share/nginx/cloudflare-ips.txt");
 
@@ -329,7 +329,7 @@ fn cloudflare_acl(root: &Root, ipv6: bool) -> Result<Vec<String>> {
         .filter(|r| ipv6 || !r.contains(':'))
         .collect();
     if acl.is_empty() {
-        return Err(Error::new(format!("no Cloudflare ranges in {}; run 'piku-nginx --refresh-cloudflare' or remove that file", refreshed.display())));
+        return Err(Error::new(format!("no Cloudflare ranges in {}; run 'piku-nginx refresh-cloudflare' or remove that file", refreshed.display())));
     }
     // The deployer, as sshd tells us ("client-ip client-port server-port").
     if let Some(ip) = std::env::var("SSH_CLIENT").ok().and_then(|c| c.split_whitespace().next().and_then(parse_range))

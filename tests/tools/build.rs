@@ -118,7 +118,7 @@ fn release(s: &Server, app: &str, files: &[(&str, &str)]) -> String {
 }
 
 fn build(s: &Server, app: &str, id: &str) -> Run {
-    s.tool("piku-build", &[app, id])
+    s.tool("piku-build", &["build", app, id])
 }
 
 fn tree(s: &Server, app: &str, id: &str) -> PathBuf {
@@ -556,7 +556,7 @@ fn destroy_removes_every_dependency_environment() {
         build(&s, app, &id).ok();
     }
     assert_eq!(env_dirs(&s, "web").len(), 3, "a node environment, a Go cache and a Go release");
-    s.tool("piku-build", &["--destroy", "web"]).ok();
+    s.tool("piku-build", &["destroy", "web"]).ok();
     assert_eq!(env_dirs(&s, "web"), Vec::<String>::new());
 }
 
@@ -617,7 +617,7 @@ fn build_output_reaches_the_pusher_line_by_line_as_it_happens() {
     let id = release(&s, "web", &[("package.json", "{}"), ("ENV", &env)]);
 
     let mut child = std::process::Command::new(s.dir.path().join("prefix/bin/piku-build"))
-        .args(["web", &id])
+        .args(["build", "web", &id])
         .env_clear()
         .env("HOME", s.home())
         .env("USER", "piku")
