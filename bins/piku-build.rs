@@ -35,7 +35,7 @@ use piku::error::{Error, Result};
 use piku::release::Release;
 use piku::settings::Settings;
 use piku::{AppName, Root, atomic, output, process};
-use runtimes::{Runtime, Shape};
+use runtimes::{Build, Compiler, Runtime};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -59,6 +59,7 @@ enum Mode {
     Build(BuildArgs),
     Task(TaskArgs),
     Destroy(DestroyArgs),
+    Runtimes(RuntimesArgs),
 }
 
 /// detect the release's runtime and install its dependencies.
@@ -109,6 +110,17 @@ struct DestroyArgs {
     app: String,
 }
 
+/// list the runtimes, in the order they are detected (first match wins).
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "runtimes",
+    help_triggers("-h", "--help"),
+    example = "{command_name}",
+    note = "One line each: the runtime's name (RUNTIME in the app's environment), a tab, what in the release selects it."
+)]
+struct RuntimesArgs {}
+
 /// The Procfile tasks a deploy runs.
 struct Task(&'static str);
 
@@ -131,6 +143,12 @@ fn main() -> ExitCode {
             Mode::Task(a) => run_task(&Release::open(&root, &AppName::parse(&a.app)?, &a.release)?, a.task.0),
             Mode::Destroy(a) => destroy(&root, &AppName::parse(&a.app)?),
             Mode::Build(a) => build(&root, &Release::open(&root, &AppName::parse(&a.app)?, &a.release)?),
+            Mode::Runtimes(_) => {
+                for runtime in runtimes::ALL {
+                    output::data(format!("{}\t{}", runtime.name, runtime.detected_by.replace('`', "")));
+                }
+                Ok(())
+            }
         }
     })
 }
@@ -150,26 +168,26 @@ fn build(root: &Root, rel: &Release) -> Result<()> {
     let env_root = root.env_dir(&rel.app);
     fs::create_dir_all(&env_root)?;
     let mut facts = Env::new();
-    facts.insert("RUNTIME".into(), runtime.name().into());
-    match runtime.shape() {
-        Shape::Nothing => {}
-        Shape::Environment => {
-            let env = env_root.join(format!("{}-{}", runtime.name(), dependency_key(&ctx, runtime)?));
+    facts.insert("RUNTIME".into(), runtime.name.into());
+    match runtime.build {
+        Build::Nothing => {}
+        Build::Environment { install, attach } => {
+            let env = env_root.join(format!("{}-{}", runtime.name, dependency_key(&ctx, runtime)?));
             if is_complete(&env) {
                 output::step(format!("Dependencies unchanged, skipped (reusing {})", env.display()));
             } else {
                 start_fresh(&env)?;
                 output::step(format!("Installing dependencies into {}", env.display()));
-                if let Err(e) = runtimes::install(&ctx, runtime, &env) {
+                if let Err(e) = install(&ctx, &env) {
                     let _ = remove_tree(&env);
                     return Err(e);
                 }
                 mark_complete(&env)?;
             }
             facts.insert("VIRTUAL_ENV".into(), env.display().to_string());
-            runtimes::attach(&ctx, runtime, &env, &mut facts)?;
+            attach(&ctx, &env, &mut facts)?;
         }
-        Shape::Compiled => compile(&ctx, runtime, &env_root, &mut facts)?,
+        Build::Compiled(ref compiler) => build_compiled(&ctx, runtime, compiler, &env_root, &mut facts)?,
     }
     remove_unused_environments(root, rel, &facts);
     atomic::write_file(&rel.fact_file("build"), envfile::render(&facts)?.as_bytes(), 0o644)
@@ -177,14 +195,14 @@ fn build(root: &Root, rel: &Release) -> Result<()> {
 
 /// A compiled language: dependencies cached by manifest, the program built
 /// once per release (the same release built again by hand is not rebuilt).
-fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Result<()> {
-    let cache = env_root.join(format!("{}-cache-{}", runtime.name(), dependency_key(ctx, runtime)?));
+fn build_compiled(ctx: &Ctx, runtime: &Runtime, compiler: &Compiler, env_root: &Path, facts: &mut Env) -> Result<()> {
+    let cache = env_root.join(format!("{}-cache-{}", runtime.name, dependency_key(ctx, runtime)?));
     let new_cache = !is_complete(&cache);
     if new_cache {
         start_fresh(&cache)?;
         fs::create_dir_all(&cache)?;
         output::step(format!("Dependencies new or changed: a new dependency cache, {}", cache.display()));
-        if let Err(e) = runtimes::fetch(ctx, runtime, &cache) {
+        if let Err(e) = (compiler.fetch)(ctx, &cache) {
             let _ = remove_tree(&cache);
             return Err(e);
         }
@@ -192,7 +210,7 @@ fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Res
         output::step(format!("Dependencies unchanged, skipped (reusing the dependency cache {})", cache.display()));
     }
     facts.insert("BUILD_CACHE".into(), cache.display().to_string());
-    let out = runtime.has_output_dir().then(|| env_root.join(format!("{}-release-{}", runtime.name(), ctx.rel.id)));
+    let out = compiler.output_dir.then(|| env_root.join(format!("{}-release-{}", runtime.name, ctx.rel.id)));
     if let Some(out) = &out {
         facts.insert("VIRTUAL_ENV".into(), out.display().to_string());
     }
@@ -212,9 +230,9 @@ fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Res
     output::step(format!(
         "Compiling '{}' (on every deploy: the program depends on the source, not only on {})",
         ctx.rel.app,
-        runtime.manifests().first().copied().unwrap_or("the manifest")
+        runtime.manifests.first().copied().unwrap_or("the manifest")
     ));
-    if let Err(e) = runtimes::compile(ctx, runtime, &cache, out.as_deref()) {
+    if let Err(e) = (compiler.compile)(ctx, &cache, out.as_deref()) {
         if let Some(out) = &out {
             let _ = remove_tree(out);
         }
@@ -331,15 +349,15 @@ fn start_fresh(dir: &Path) -> Result<()> {
 
 /// The key of a dependency environment or cache: the runtime, its version
 /// settings and installed version, and the manifests' names and content.
-fn dependency_key(ctx: &Ctx, runtime: Runtime) -> Result<String> {
+fn dependency_key(ctx: &Ctx, runtime: &Runtime) -> Result<String> {
     let mut h = Fnv::default();
-    h.write(runtime.name().as_bytes());
-    for key in runtime.version_settings() {
+    h.write(runtime.name.as_bytes());
+    for key in runtime.version_settings {
         h.write(key.as_bytes());
         h.write(ctx.setting(key).unwrap_or("").as_bytes());
     }
     h.write(runtimes::installed_version(ctx, runtime).as_bytes());
-    for m in runtime.manifests() {
+    for m in runtime.manifests {
         let path = ctx.rel.dir.join(m);
         match fs::read(&path) {
             Ok(bytes) => {

@@ -639,3 +639,27 @@ fn build_output_reaches_the_pusher_line_by_line_as_it_happens() {
     assert!(at("-----> Running npm install --no-audit --no-fund") < at("       first line"));
     assert!(at("       first line") < at("       second line"));
 }
+
+/// The README's runtimes table lists piku-build's runtime blocks, one row
+/// each, in detection order, with what selects each one.
+#[test]
+fn the_readme_runtimes_table_matches_the_runtime_blocks() {
+    let s = Server::new();
+    let listed = s.tool("piku-build", &["runtimes"]).ok().stdout;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let rows: Vec<String> = readme
+        .lines()
+        .skip_while(|l| *l != "### Runtimes")
+        .skip_while(|l| !l.starts_with("| the repo has"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split(" | ").map(|c| c.trim_matches(|c: char| c == '|' || c.is_whitespace())).collect();
+            let name = cells[1].split('`').nth(1).unwrap_or("");
+            format!("{name}\t{}", cells[0].replace('`', ""))
+        })
+        .collect();
+    let listed: Vec<&str> = listed.lines().collect();
+    assert!(listed.len() >= 14, "piku-build runtimes:\n{}", listed.join("\n"));
+    assert_eq!(rows, listed, "README.md's runtimes table (left) and `piku-build runtimes` (right) differ");
+}
