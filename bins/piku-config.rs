@@ -319,7 +319,7 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
             .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| Error::new(format!("PORT of '{app}' is {port:?}, not a TCP port number (1-65535)")))?;
-        // A colour's ports are nginx's only after the switch (--publish).
+        // A colour's ports are nginx's only after the switch (publish).
         if scaling::colour_of_port(root, app, Some(&port.to_string()))?.is_none() {
             write_web_ports(root, app, port)?;
         }
@@ -516,7 +516,7 @@ fn set(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
     save_user_env(root, app, &env)
 }
 
-/// Write envs/<app>/ENV, keeping the previous one for `--restore`.
+/// Write envs/<app>/ENV, keeping the previous one for `restore`.
 fn save_user_env(root: &Root, app: &AppName, env: &Env) -> Result<()> {
     let path = root.user_env_file(app);
     let before = fs::read(&path).unwrap_or_default();

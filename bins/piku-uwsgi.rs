@@ -579,7 +579,7 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
         output::step(format!("PIKU_AUTO_RESTART is off: running workers of '{app}' keep their configuration until 'restart'"));
     }
     // The other colour served until nginx switched: it stops after a drain,
-    // which `--retire` waits out (the hook runs it in the background).
+    // which `retire` waits out (the hook runs it in the background).
     let drain = seconds(root, &env, "PIKU_DRAIN_SECONDS", 3)?;
     let draining = |name: &str| colour.is_some() && !drain.is_zero() && parse_vassal(app, name).is_some_and(|(k, _, _)| is_web_facing(&k));
     let mut drained = false;
