@@ -22,6 +22,7 @@
 //! lets the piku user write any nginx configuration; nothing is checked).
 
 use argh::FromArgs;
+use fs_err as fs;
 use piku::envfile;
 use piku::error::{Error, Result};
 use piku::site_rules::{self, Policy, Rewrite};
@@ -35,6 +36,13 @@ use std::time::{Duration, Instant};
 
 /// Install the piku user's checked nginx configuration for root's nginx, and reload it.
 #[derive(FromArgs)]
+#[argh(
+    help_triggers("-h", "--help"),
+    example = "sudo -n {command_name}\n{command_name} --config /etc/piku/nginx-install.conf",
+    note = "Run as root (the piku user: through the sudo rule install.sh writes). Every app block in the piku user's nginx/ is checked against an allowlist; a refused one keeps its previous installed version and is named.",
+    error_code(1, "a block was refused, nginx -t failed, or nginx did not load the new configuration (the previous one stays)"),
+    error_code(2, "usage error: nothing was done")
+)]
 struct Args {
     /// the installer's settings (default /etc/piku/nginx-install.conf)
     #[argh(option, default = "PathBuf::from(\"/etc/piku/nginx-install.conf\")")]
@@ -73,7 +81,7 @@ fn main() -> ExitCode {
 
 /// The settings file: root's own, writable by nobody else.
 fn load(path: &Path) -> Result<Config> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io("read", path, e))?;
+    let meta = fs::metadata(path)?;
     if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
         return Err(Error::new(format!("{} must belong to root and be writable by root alone; nothing was installed", path.display())));
     }
@@ -120,9 +128,10 @@ fn uid_of(user: &str) -> Option<u32> {
 /// device or a fifo, never someone else's file.
 fn read_users_file(config: &Config, path: &Path) -> Result<Vec<u8>> {
     let refuse = |why: &str| Error::new(format!("{} {why}; it was not installed", path.display()));
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(path).map_err(|e| Error::io("read", path, e))?;
+    let unreadable = |e: std::io::Error| Error::new(format!("could not read {}: {e}; it was not installed", path.display()));
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(path).map_err(unreadable)?;
     let linked = std::fs::symlink_metadata(path).map(|m| !m.is_file()).unwrap_or(true);
-    let meta = file.metadata().map_err(|e| Error::io("read", path, e))?;
+    let meta = file.metadata().map_err(unreadable)?;
     if linked || !meta.is_file() {
         return Err(refuse("is not a regular file"));
     }
@@ -130,7 +139,7 @@ fn read_users_file(config: &Config, path: &Path) -> Result<Vec<u8>> {
         return Err(refuse("does not belong to the piku user"));
     }
     let mut bytes = Vec::new();
-    file.take(MAX_BYTES + 1).read_to_end(&mut bytes).map_err(|e| Error::io("read", path, e))?;
+    file.take(MAX_BYTES + 1).read_to_end(&mut bytes).map_err(unreadable)?;
     if bytes.len() as u64 > MAX_BYTES {
         return Err(refuse("is too large"));
     }
@@ -165,12 +174,12 @@ fn prepare(config: &Config, app: &AppName) -> Result<BTreeMap<String, Vec<u8>>> 
 }
 
 fn install(config: &Config) -> Result<()> {
-    std::fs::create_dir_all(&config.target).map_err(|e| Error::io("create directory", &config.target, e))?;
-    std::fs::set_permissions(&config.target, std::fs::Permissions::from_mode(0o755)).map_err(|e| Error::io("set the mode of", &config.target, e))?;
+    fs::create_dir_all(&config.target)?;
+    fs::set_permissions(&config.target, std::fs::Permissions::from_mode(0o755))?;
     // One installer at a time (sudo from piku-nginx, systemd's path unit).
     let lock_path = config.target.join(".lock");
-    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io("create", &lock_path, e))?;
-    lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
+    let lock = fs::File::create(&lock_path)?;
+    lock.file().lock().map_err(|e| Error::new(format!("could not lock {}: {e}", lock_path.display())))?;
     let installed = read_dir_files(&config.target);
 
     // What the piku user wrote, checked app by app.

@@ -100,11 +100,11 @@ pub fn root_nginx_reads_only_checked_confs(s: &Server) -> Result<(), String> {
     );
     write_as_user(s, &evil, &text)?;
     let mut ways = Vec::new();
-    // 1. piku-nginx --reload; 2. the reload command itself (sudo); 3. a
+    // 1. piku-nginx reload; 2. the reload command itself (sudo); 3. a
     // deploy whose block changes (piku-nginx <app>); 4. nginx's own reload
     // through sudo, which the piku user must not be allowed.
-    let out = s.as_user(&["piku-nginx", "--reload"]).output().map_err(|e| e.to_string())?;
-    ways.push(("piku-nginx --reload", out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()));
+    let out = s.as_user(&["piku-nginx", "reload"]).output().map_err(|e| e.to_string())?;
+    ways.push(("piku-nginx reload", out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()));
     let out = reload_as_user(s);
     ways.push(("NGINX_RELOAD as the piku user", out.code, out.all()));
     let out = ssh(s, "config:set sec-root NGINX_HTTPS_ONLY=1", None);
