@@ -337,6 +337,11 @@ if [ ! -f /etc/piku/nginx-install.conf ]; then
     install -m 0644 -o root -g root share/nginx/install.conf /etc/piku/nginx-install.conf
     note "installed /etc/piku/nginx-install.conf"
 fi
+# Before the default site includes that directory (below), it holds the apps'
+# blocks: an update from a version that included ~piku/.piku/nginx serves on.
+if alive /run/nginx.pid nginx; then
+    "$BIN_DIR/piku-nginx-install" >/dev/null 2>&1 || true
+fi
 
 step "Allowing piku to run the installer, and nothing else, as root (/etc/sudoers.d/piku)"
 if ! cmp -s share/sudoers.d-piku /etc/sudoers.d/piku; then
