@@ -187,21 +187,31 @@ fn install(config: &Config) -> Result<()> {
         .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".conf").and_then(|n| AppName::parse(n).ok())).collect())
         .unwrap_or_default();
     apps.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    let mut wanted: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut prepared: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
     let mut refused = Vec::new();
     for app in &apps {
         match prepare(config, app) {
-            Ok(files) => wanted.extend(files),
+            Ok(files) => drop(prepared.insert(app.to_string(), files)),
             Err(e) => {
                 output::error(&e.message);
                 refused.push(app.to_string());
-                // The previous version of its files stays.
-                for ext in ["conf", "crt", "key"] {
-                    let name = format!("{app}.{ext}");
-                    if let Some(old) = installed.get(&name) {
-                        wanted.insert(name, old.clone());
-                    }
-                }
+            }
+        }
+    }
+    // One app per name (two deploys may claim one at once): the app that
+    // served it keeps it, else the first by name.
+    for (name, loser, winner) in name_conflicts(&prepared, &installed) {
+        output::error(format!("the nginx configuration of '{loser}' has server_name {name}, which '{winner}' serves; it was not installed"));
+        prepared.remove(&loser);
+        refused.push(loser);
+    }
+    let mut wanted: BTreeMap<String, Vec<u8>> = prepared.into_values().flatten().collect();
+    for app in &refused {
+        // The previous version of its files stays.
+        for ext in ["conf", "crt", "key"] {
+            let name = format!("{app}.{ext}");
+            if let Some(old) = installed.get(&name) {
+                wanted.insert(name, old.clone());
             }
         }
     }
@@ -233,6 +243,39 @@ fn install(config: &Config) -> Result<()> {
     } else {
         Err(Error::new(format!("the nginx configuration of {} was refused (see above); the previous one stays in use", refused.join(", "))))
     }
+}
+
+/// The names a block serves (its `server_name` lines), lower-cased.
+fn server_names(conf: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(conf);
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("server_name "))
+        .flat_map(|l| l.trim_end_matches(';').split_whitespace().map(str::to_ascii_lowercase).collect::<Vec<_>>())
+        .collect()
+}
+
+/// (name, app refused, app that keeps it) for every name two apps' blocks claim.
+fn name_conflicts(prepared: &BTreeMap<String, BTreeMap<String, Vec<u8>>>, installed: &BTreeMap<String, Vec<u8>>) -> Vec<(String, String, String)> {
+    let mut claims: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+    for (app, files) in prepared {
+        for name in files.get(&format!("{app}.conf")).map(|c| server_names(c)).unwrap_or_default() {
+            let apps = claims.entry(name).or_default();
+            if !apps.contains(&app) {
+                apps.push(app);
+            }
+        }
+    }
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for (name, apps) in claims.into_iter().filter(|(_, apps)| apps.len() > 1) {
+        let had = |app: &String| installed.get(&format!("{app}.conf")).is_some_and(|c| server_names(c).contains(&name));
+        let winner = apps.iter().find(|a| had(a)).unwrap_or(&apps[0]).to_string();
+        for loser in apps.into_iter().filter(|a| **a != winner) {
+            if !out.iter().any(|(_, l, _)| l == loser) {
+                out.push((name.clone(), loser.clone(), winner.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// Every regular file in the target directory (name -> contents).
@@ -320,4 +363,25 @@ fn new_errors(log: &Path, offset: u64) -> Vec<String> {
         return Vec::new();
     }
     text.lines().filter(|l| l.contains("[emerg]") || l.contains("[alert]")).map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(app: &str, names: &str) -> (String, BTreeMap<String, Vec<u8>>) {
+        let files = [(format!("{app}.conf"), format!("server {{\n  server_name {names};\n}}\n").into_bytes())].into_iter().collect();
+        (app.to_string(), files)
+    }
+
+    #[test]
+    fn a_name_two_blocks_claim_stays_with_the_app_that_served_it() {
+        let prepared: BTreeMap<_, _> = [conf("a", "a.test shop.test"), conf("b", "b.test SHOP.test"), conf("c", "c.test")].into_iter().collect();
+        let none = BTreeMap::new();
+        assert_eq!(name_conflicts(&prepared, &none), [("shop.test".to_string(), "b".to_string(), "a".to_string())]);
+        let installed: BTreeMap<_, _> = [("b.conf".to_string(), b"server_name shop.test;\n".to_vec())].into_iter().collect();
+        assert_eq!(name_conflicts(&prepared, &installed), [("shop.test".to_string(), "a".to_string(), "b".to_string())]);
+        let apart: BTreeMap<_, _> = [conf("a", "a.test"), conf("b", "b.test")].into_iter().collect();
+        assert!(name_conflicts(&apart, &none).is_empty());
+    }
 }

@@ -136,6 +136,17 @@ pub fn root_nginx_reads_only_checked_confs(s: &Server) -> Result<(), String> {
     }
     ssh(s, "config:unset sec-root NGINX_HTTPS_ONLY", None).ok("config:unset NGINX_HTTPS_ONLY")?;
     serves(s, "sec-root.example.test", "/", "sec-root page")?;
+    // A block that claims another app's name (as two deploys at once could):
+    // refused naming the app that serves it, which keeps serving.
+    let thief = s.piku_root().join("nginx/sec-root-thief.conf");
+    write_as_user(s, &thief, &format!("server {{\n  listen 127.0.0.1:{};\n  server_name sec-root.example.test;\n  return 200 \"stolen\\n\";\n}}\n", s.http_port))?;
+    let out = reload_as_user(s);
+    let _ = std::fs::remove_file(&thief);
+    if out.code == 0 || !out.all().contains("server_name sec-root.example.test, which 'sec-root' serves") {
+        problems.push(format!("a block with another app's name was not refused by name (exit {}):\n{}", out.code, indent(&out.all())));
+    }
+    serves(s, "sec-root.example.test", "/", "sec-root page")?;
+    reload_as_user(s).ok("the reload after the thief's block is removed")?;
     if !problems.is_empty() {
         return Err(problems.join("\n"));
     }
