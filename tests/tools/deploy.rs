@@ -28,7 +28,6 @@ fn a_new_commit_redeploys_and_the_same_commit_is_a_no_op() {
     s.push(&app, "site", "main").ok();
     let first = s.live_id("site").unwrap();
     app.commit(&[("public/index.html", "version two\n")], "second");
-    std::thread::sleep(std::time::Duration::from_millis(1100)); // release ids have 1 s resolution
     s.push(&app, "site", "main").ok();
     let second = s.live_id("site").unwrap();
     assert_ne!(first, second);
@@ -110,9 +109,18 @@ fn a_push_to_another_branch_is_not_checked() {
     let s = Server::new();
     let app = GitApp::new(STATIC_APP);
     s.push(&app, "site", "main").ok();
+    let live = s.live_id("site").unwrap();
+    let releases = std::fs::read_dir(s.root().join("releases/site")).unwrap().count();
     app.git(&["checkout", "-q", "-b", "wip"]);
-    app.commit(&[("Procfile", "broken\n")], "wip");
-    s.push(&app, "site", "wip").ok();
+    app.commit(&[("Procfile", "broken\n"), ("public/index.html", "wip\n")], "wip");
+    let r = s.push(&app, "site", "wip").ok();
+    // Accepted (not checked, not deployed): the live release and its files are as they were.
+    assert!(!r.stderr.contains("Deploying"), "{}", r.stderr);
+    assert_eq!(s.live_id("site").unwrap(), live);
+    assert_eq!(s.read("apps/site/public/index.html"), "version one\n");
+    assert_eq!(s.read("apps/site/Procfile"), "static: public\n");
+    assert_eq!(std::fs::read_dir(s.root().join("releases/site")).unwrap().count(), releases, "no new release");
+    assert_eq!(s.read("repos/site/refs/heads/wip").trim().len(), 40, "the branch was pushed");
 }
 
 #[test]
@@ -231,21 +239,56 @@ fn piku_deploy_rebuilds_the_live_release() {
     assert!(r.stderr.contains(&format!("Deployed 'site' release {id}")), "{}", r.stderr);
 }
 
+/// A shell loop for a release task: wait (at most 60 s) until `path` exists.
+fn wait_for_file(path: &std::path::Path) -> String {
+    format!("i=0; while [ ! -e {p} ]; do sleep 0.1; i=$((i+1)); [ $i -lt 600 ] || exit 1; done", p = path.display())
+}
+
+/// Wait (at most 60 s) until `cond` holds, polling.
+#[track_caller]
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "still not true after 60 s: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Whether some process waits in flock(2) for `lock` (a `->` line of /proc/locks).
+fn someone_waits_for(lock: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(lock) else { return false };
+    let locks = std::fs::read_to_string("/proc/locks").unwrap();
+    let inode = format!(":{} ", meta.ino());
+    locks.lines().any(|l| l.contains(" -> ") && l.contains(&inode))
+}
+
 #[test]
 fn concurrent_pushes_to_one_app_are_serialized_and_the_last_one_wins() {
     let s = Server::new();
-    let slow = [("Procfile", "static: public\nrelease: sleep 2\n"), ("ENV", "A=1\n"), ("public/index.html", "base\n")];
+    // The release task says it has started, then waits for the test to let it go on.
+    let gate = tempfile::tempdir().unwrap();
+    let (started, go_on) = (gate.path().join("started"), gate.path().join("go-on"));
+    let release = format!("release: touch {}; {}\n", started.display(), wait_for_file(&go_on));
+    let slow = [("Procfile", format!("static: public\n{release}")), ("ENV", "A=1\n".into()), ("public/index.html", "base\n".into())];
+    let slow: Vec<(&str, &str)> = slow.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let one = GitApp::new(&slow);
+    std::fs::write(&go_on, "").unwrap();
     s.push(&one, "busy", "main").ok();
-    // A second clone pushes on top of the first, at the same time.
+    std::fs::remove_file(&go_on).unwrap();
+    std::fs::remove_file(&started).unwrap();
+    // A second clone pushes on top of the first, while the first deploys.
     one.commit(&[("public/index.html", "from one\n")], "one");
     let two = GitApp::clone_of(&one);
     two.commit(&[("public/index.html", "from two\n")], "two");
     std::thread::scope(|scope| {
         let first = scope.spawn(|| s.push(&one, "busy", "main"));
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        let second = s.push(&two, "busy", "main").ok();
+        wait_until("the first push runs its release task", || started.exists());
+        let second = scope.spawn(|| s.push(&two, "busy", "main"));
+        wait_until("the second push waits for the app's lock", || someone_waits_for(&s.root().join("locks/busy")));
+        std::fs::write(&go_on, "").unwrap();
         let first = first.join().unwrap().ok();
+        let second = second.join().unwrap().ok();
         assert!(first.stderr.contains("Deployed 'busy'"), "{}", first.stderr);
         assert!(second.stderr.contains("Waiting for another deploy of 'busy' to finish"), "{}", second.stderr);
         assert!(second.stderr.contains("Deployed 'busy'"), "{}", second.stderr);
@@ -256,29 +299,29 @@ fn concurrent_pushes_to_one_app_are_serialized_and_the_last_one_wins() {
 #[test]
 fn pushes_to_different_apps_run_in_parallel() {
     let s = Server::new();
-    let slow = [("Procfile", "static: public\nrelease: sleep 3\n"), ("public/index.html", "x\n")];
-    let a = GitApp::new(&slow);
-    let b = GitApp::new(&slow);
-    let started = std::time::Instant::now();
+    // Each app's release task waits until both have started: serialized
+    // deploys would never get there (the task gives up after 60 s and fails).
+    let gate = tempfile::tempdir().unwrap();
+    let (a_started, b_started) = (gate.path().join("par-a"), gate.path().join("par-b"));
+    let procfile = |mine: &std::path::Path, other: &std::path::Path| {
+        format!("static: public\nrelease: touch {}; {}\n", mine.display(), wait_for_file(other))
+    };
+    let (pa, pb) = (procfile(&a_started, &b_started), procfile(&b_started, &a_started));
+    let a = GitApp::new(&[("Procfile", &pa), ("public/index.html", "x\n")]);
+    let b = GitApp::new(&[("Procfile", &pb), ("public/index.html", "x\n")]);
     std::thread::scope(|scope| {
         let ta = scope.spawn(|| s.push(&a, "par-a", "main"));
         let tb = scope.spawn(|| s.push(&b, "par-b", "main"));
         let (ra, rb) = (ta.join().unwrap().ok(), tb.join().unwrap().ok());
         assert!(!ra.stderr.contains("Waiting") && !rb.stderr.contains("Waiting"));
+        assert!(ra.stderr.contains("Deployed 'par-a'") && rb.stderr.contains("Deployed 'par-b'"), "{}\n{}", ra.stderr, rb.stderr);
     });
-    // Serialized they would take 6 s; this is a bound, not a benchmark.
-    assert!(started.elapsed() < std::time::Duration::from_secs(6), "{:?}", started.elapsed());
 }
 
 const WEB_APP: &[(&str, &str)] = &[("Procfile", "web: python3 -m http.server $PORT\n"), ("ENV", "NGINX_SERVER_NAME=web.example.test\n")];
 
 fn live_port(s: &Server, app: &str) -> String {
     s.read(&format!("envs/{app}/LIVE_ENV")).lines().find_map(|l| l.strip_prefix("PORT=")).expect("PORT in LIVE_ENV").to_string()
-}
-
-/// Release ids have 1 s resolution.
-fn next_second() {
-    std::thread::sleep(std::time::Duration::from_millis(1100));
 }
 
 #[test]
@@ -288,13 +331,11 @@ fn releases_list_each_deploy_and_rollback_makes_an_earlier_one_live_without_a_bu
     s.push(&app, "web", "main").ok();
     let first = s.live_id("web").unwrap();
     let blue = live_port(&s, "web");
-    next_second();
     app.commit(&[("index.html", "two\n")], "second: with an index");
     s.push(&app, "web", "main").ok();
     let second = s.live_id("web").unwrap();
     let green = live_port(&s, "web");
     assert_ne!(blue, green, "each deploy runs on the colour that was not live");
-    next_second();
     app.commit(&[("Procfile", "web: python3 -m http.server $PORT\nrelease: exit 4\n")], "third: broken");
     s.push(&app, "web", "main").ok();
 
@@ -333,7 +374,6 @@ fn rollback_uses_the_config_the_release_was_deployed_with() {
     s.push(&app, "web", "main").ok();
     let first = s.live_id("web").unwrap();
     s.ssh("config:set web --no-restart GREETING=new").ok();
-    next_second();
     app.commit(&[("index.html", "two\n")], "second");
     s.push(&app, "web", "main").ok();
     assert!(s.read("envs/web/LIVE_ENV").contains("GREETING=new\n"));
@@ -353,7 +393,6 @@ fn a_release_that_never_answers_is_stopped_and_the_live_one_keeps_serving() {
     // Health checks on: no emperor runs here, so the new worker never answers.
     s.write_settings("NGINX_BIN=true\nNGINX_RELOAD=true\nPIKU_HEALTHCHECK_TIMEOUT=1\nPIKU_DRAIN_SECONDS=0\n");
     std::fs::write(s.root().join("logs/web/web.1.green.log"), "an old line\n").unwrap();
-    next_second();
     app.commit(&[("index.html", "two\n")], "second");
     let r = s.push(&app, "web", "main");
     assert_eq!(r.code, 0, "post-receive cannot reject a push");
@@ -375,7 +414,6 @@ fn a_pinned_port_or_no_nginx_restarts_in_place_on_a_stable_port() {
     let app = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n"), ("ENV", "NGINX_SERVER_NAME=p.example.test\nPORT=8123\n")]);
     let r = s.push(&app, "pinned", "main").ok();
     assert!(r.stderr.contains("PORT is set to 8123 for 'pinned'") && r.stderr.contains("restart in place"), "{}", r.stderr);
-    next_second();
     app.commit(&[("index.html", "two\n")], "second");
     s.push(&app, "pinned", "main").ok();
     assert!(s.read("uwsgi-enabled/pinned_web.1.ini").contains("env = PORT=8123\n"));
@@ -390,7 +428,6 @@ fn a_pinned_port_or_no_nginx_restarts_in_place_on_a_stable_port() {
     let direct = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n")]);
     s.push(&direct, "direct", "main").ok();
     let port = live_port(&s, "direct");
-    next_second();
     direct.commit(&[("index.html", "two\n")], "second");
     s.push(&direct, "direct", "main").ok();
     assert_eq!(live_port(&s, "direct"), port, "its users reach PORT directly: it stays");
@@ -407,7 +444,6 @@ fn a_wsgi_app_switches_by_its_socket_link() {
     assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("w.blue.sock"));
     assert!(s.read("uwsgi-enabled/w_wsgi.1.blue.ini").contains(&format!("socket = {}/nginx/w.blue.sock\n", s.root().display())));
     assert!(s.read("nginx/w.conf").contains(&format!("unix:{}", link.display())));
-    next_second();
     app.commit(&[("app.py", "")], "second");
     s.push(&app, "w", "main").ok();
     assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("w.green.sock"));
@@ -424,7 +460,6 @@ fn only_the_newest_releases_are_kept() {
     let app = GitApp::new(&[("Procfile", "static: public\n"), ("ENV", "NGINX_SERVER_NAME=k.example.test\nPIKU_KEEP_RELEASES=1\n")]);
     s.push(&app, "k", "main").ok();
     for i in 0..3 {
-        next_second();
         app.commit(&[("public/index.html", &format!("{i}\n"))], &format!("v{i}"));
         s.push(&app, "k", "main").ok();
     }
@@ -441,7 +476,6 @@ fn the_previous_web_workers_drain_in_the_background_then_stop() {
     s.write_settings("NGINX_BIN=true\nNGINX_RELOAD=true\nPIKU_HEALTHCHECK=off\nPIKU_DRAIN_SECONDS=5\n");
     let app = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\nworker: sleep 100\n"), ("ENV", "NGINX_SERVER_NAME=d.example.test\n")]);
     s.push(&app, "d", "main").ok();
-    next_second();
     app.commit(&[("index.html", "two\n")], "second");
     let started = std::time::Instant::now();
     let r = s.push(&app, "d", "main").ok();

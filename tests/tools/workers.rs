@@ -174,7 +174,7 @@ fn assert_matches_expected(s: &Server, name: &str, text: &str, port: &str) {
             + "\n";
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/expected").join(name);
-    if std::env::var_os("PIKU_BLESS").is_some() {
+    if blessing() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &normal).unwrap();
     }
