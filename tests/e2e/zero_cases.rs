@@ -1,114 +1,13 @@
 //! Zero-downtime releases, proven under load: a bounded load generator
-//! (plain TCP on loopback, one connection per request) hits the app through
-//! nginx while it is redeployed, rolled back, and handed a release that fails
-//! its health check. Every request must get a 200: no 5xx, no connection error.
+//! (tests/e2e/load.rs: one connection per request, keep-alive, slow senders
+//! and slow readers) hits the app through nginx while it is redeployed,
+//! rolled back, and handed a release that fails its health check. Every request must get a 200: no 5xx, no connection error.
 
 use crate::client::{App, expect_text, indent, serves, ssh};
 use crate::server::Server;
-use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Counts of a load run.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Load {
-    pub ok: usize,
-    pub http_5xx: usize,
-    pub other_status: usize,
-    pub conn_errors: usize,
-}
-
-impl Load {
-    pub fn failed(&self) -> usize {
-        self.http_5xx + self.other_status + self.conn_errors
-    }
-}
-
-impl std::fmt::Display for Load {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} requests: {} ok, {} failed ({} 5xx, {} other status, {} connection errors)",
-            self.ok + self.failed(),
-            self.ok,
-            self.failed(),
-            self.http_5xx,
-            self.other_status,
-            self.conn_errors
-        )
-    }
-}
-
-/// One request through nginx: its HTTP status, or the I/O error.
-fn request(port: u16, host: &str) -> Result<u16, String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    s.set_write_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: piku-e2e-load\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).map_err(|e| e.to_string())?;
-    let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).into_owned();
-    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("not HTTP: {head:?}"))
-}
-
-/// Run `work` while `threads` loops send requests to `host` through nginx;
-/// bounded by `MAX_REQUESTS` and `MAX_TIME` whatever `work` does.
-pub fn under_load<T>(s: &Server, host: &str, threads: usize, work: impl FnOnce() -> T) -> (T, Load, Vec<String>) {
-    const MAX_REQUESTS: usize = 200_000;
-    const MAX_TIME: Duration = Duration::from_secs(600);
-    let stop = AtomicBool::new(false);
-    let sent = AtomicUsize::new(0);
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        let loops: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut load = Load::default();
-                    let mut samples = Vec::new();
-                    while !stop.load(Ordering::SeqCst) && sent.fetch_add(1, Ordering::SeqCst) < MAX_REQUESTS && started.elapsed() < MAX_TIME {
-                        let what = match request(s.http_port, host) {
-                            Ok(200) => {
-                                load.ok += 1;
-                                continue;
-                            }
-                            Ok(code) if code >= 500 => {
-                                load.http_5xx += 1;
-                                format!("HTTP {code}")
-                            }
-                            Ok(code) => {
-                                load.other_status += 1;
-                                format!("HTTP {code}")
-                            }
-                            Err(e) => {
-                                load.conn_errors += 1;
-                                e
-                            }
-                        };
-                        if samples.len() < 5 {
-                            samples.push(format!("{:.1} s: {what}", started.elapsed().as_secs_f64()));
-                        }
-                    }
-                    (load, samples)
-                })
-            })
-            .collect();
-        let result = work();
-        // Let the last drain finish under load too.
-        std::thread::sleep(Duration::from_secs(1));
-        stop.store(true, Ordering::SeqCst);
-        let mut total = Load::default();
-        let mut samples = Vec::new();
-        for l in loops {
-            let (load, s) = l.join().unwrap_or_default();
-            total.ok += load.ok;
-            total.http_5xx += load.http_5xx;
-            total.other_status += load.other_status;
-            total.conn_errors += load.conn_errors;
-            samples.extend(s);
-        }
-        (result, total, samples)
-    })
-}
+pub use crate::load::{Load, request, under_load};
 
 /// A threaded Python web app that answers `version=<VERSION>`.
 fn versioned_app<'s>(s: &'s Server, name: &str, host: &str, version: &str, extra_env: &str) -> App<'s> {
