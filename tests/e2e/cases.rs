@@ -378,6 +378,8 @@ fn other_branch_not_deployed(s: &Server) -> Result<(), String> {
     app.commit("first")?;
     let out = app.deploy("main")?;
     serves(s, host, "/", "main content").map_err(|e| with_push(e, &out))?;
+    let link = s.piku_root().join("apps/other-branch");
+    let live = std::fs::read_link(&link).map_err(|e| format!("{}: {e}", link.display()))?;
 
     app.git(&["checkout", "-q", "-b", "feature"])?;
     app.write("public/index.html", &page_html("feature content"));
@@ -385,6 +387,10 @@ fn other_branch_not_deployed(s: &Server) -> Result<(), String> {
     let out = app.deploy("feature")?;
     expect_text(&out.all(), "not deployed", "the push of branch 'feature'")?;
     serves_now(s, host, "/", "main content")?;
+    let now = std::fs::read_link(&link).map_err(|e| format!("{}: {e}", link.display()))?;
+    if now != live {
+        return Err(format!("the push of branch 'feature' changed the live release from {} to {}", live.display(), now.display()));
+    }
     match curl(s, host, "/") {
         (_, body) if body.contains("feature content") => Err("the feature branch is being served".into()),
         _ => Ok(()),
