@@ -193,13 +193,13 @@ impl KeepAlive {
         let conn = self.conn.as_mut().expect("a connection");
         let result = (|| {
             if let Err(e) = conn.write_all(get(host, true).as_bytes()) {
-                return if idle_close(&e) { Ok(Answer::ClosedWhileIdle) } else { Err(format!("send: {e}")) };
+                return if idle_close(&e) { Ok((Answer::ClosedWhileIdle, true)) } else { Err(format!("send: {e}")) };
             }
             let mut reader = Reader { conn, buf: Vec::new() };
             let head = match reader.until(b"\r\n\r\n") {
                 Ok(head) => head,
-                Err(ReadEnd::Closed(0)) => return Ok(Answer::ClosedWhileIdle),
-                Err(ReadEnd::Io(e, 0)) if idle_close(&e) => return Ok(Answer::ClosedWhileIdle),
+                Err(ReadEnd::Closed(0)) => return Ok((Answer::ClosedWhileIdle, true)),
+                Err(ReadEnd::Io(e, 0)) if idle_close(&e) => return Ok((Answer::ClosedWhileIdle, true)),
                 Err(e) => return Err(format!("read the head: {e}")),
             };
             let code = status_of(&head)?;
@@ -225,9 +225,15 @@ impl KeepAlive {
             if !reader.buf.is_empty() {
                 return Err(format!("{} bytes after the answer", reader.buf.len()));
             }
-            Ok(Answer::Status(code))
+            Ok((Answer::Status(code), header("connection:").is_some_and(|v| v.contains("close"))))
         })();
-        let close = !matches!(result, Ok(Answer::Status(_)));
+        // The server ends the connection after this answer (`Connection: close`, as
+        // nginx says after keepalive_requests): the next request opens a new one.
+        let (result, said_close) = match result {
+            Ok((answer, said_close)) => (Ok(answer), said_close),
+            Err(e) => (Err(e), true),
+        };
+        let close = said_close || !matches!(result, Ok(Answer::Status(_)));
         if close {
             self.conn = None;
         }
