@@ -19,10 +19,10 @@ mod cases;
 mod more_cases;
 mod nginx_cases;
 mod fault_cases;
-mod load;
 mod worker_cases;
 mod client;
 mod server;
+mod load;
 mod zero_cases;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
