@@ -130,7 +130,9 @@ fn parse_and_run<T: Command>(ctx: &Ctx, entry: &Entry, args: &[&str]) -> Result<
     // ours (only -h/--help). No app name starts with '-': say why it is wrong.
     if let (App, Some(first)) = (entry.takes, args.first()) {
         if first.starts_with('-') && !matches!(*first, "-h" | "--help") {
-            piku::AppName::parse(first)?;
+            if let Err(e) = piku::AppName::parse(first) {
+                return Err(Error::usage(format!("{} (a word that looks like a flag where the app goes)\n\n{}", e.message, (entry.help)().trim_end())));
+            }
         }
     }
     let Some(cmd) = parse::<T>(args)? else { return Ok(()) };

@@ -387,3 +387,27 @@ fn install_sh_client_installs_the_script_without_root_work() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(target.join("piku")).unwrap().permissions().mode() & 0o777, 0o755);
 }
+
+#[test]
+fn the_client_sends_without_the_app_exactly_the_commands_the_table_says_take_none() {
+    let s = Server::new();
+    let no_app: std::collections::BTreeSet<String> = crate::front_door::table(&s).into_iter().filter(|(_, takes)| takes == "none").map(|(n, _)| n).collect();
+    let script = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("share/client/piku")).unwrap();
+    let line = script.lines().skip_while(|l| !l.contains("piku help --json")).find(|l| l.trim_end().ends_with(')')).expect("the client's list");
+    let mut listed: std::collections::BTreeSet<String> = line.trim().trim_end_matches(')').split('|').map(|w| w.trim().to_string()).collect();
+    // These two have branches of their own in the client.
+    for own in ["help", "setup:ssh"] {
+        assert!(script.contains(&format!("\n    {own})\n")), "no branch for {own}");
+        listed.insert(own.to_string());
+    }
+    assert_eq!(listed, no_app, "share/client/piku and the front door's table disagree");
+}
+
+#[test]
+fn certs_is_sent_without_the_app() {
+    let (_s, app, laptop) = deployed();
+    let r = laptop.piku(app.dir.path(), &["certs", "--json"]).ok();
+    // The deployed app's self-signed certificate, made by piku-nginx.
+    assert!(r.stdout.starts_with("[{\"app\":\"site\",\"names\":[\"static.example.test\"],\"issuer\":\"O = piku self-signed, CN = static.example.test\",\"acme\":\"\",\"self_signed\":true,"), "{}", r.stdout);
+    assert_eq!(laptop.last_ssh_call(), ["piku@server", "'certs' '--json'"]);
+}
