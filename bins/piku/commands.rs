@@ -128,12 +128,12 @@ pub fn find(name: &str) -> Option<&'static Entry> {
 fn parse_and_run<T: Command>(ctx: &Ctx, entry: &Entry, args: &[&str]) -> Result<()> {
     // The word after the command is the app, user data: never a flag of
     // ours (only -h/--help). No app name starts with '-': say why it is wrong.
-    if let (App, Some(first)) = (entry.takes, args.first()) {
-        if first.starts_with('-') && !matches!(*first, "-h" | "--help") {
-            if let Err(e) = piku::AppName::parse(first) {
-                return Err(Error::usage(format!("{} (a word that looks like a flag where the app goes)\n\n{}", e.message, (entry.help)().trim_end())));
-            }
-        }
+    if let (App, Some(first)) = (entry.takes, args.first())
+        && first.starts_with('-')
+        && !matches!(*first, "-h" | "--help")
+        && let Err(e) = piku::AppName::parse(first)
+    {
+        return Err(Error::usage(format!("{} (a word that looks like a flag where the app goes)\n\n{}", e.message, (entry.help)().trim_end())));
     }
     let Some(cmd) = parse::<T>(args)? else { return Ok(()) };
     ctx.access.check(ctx, entry, cmd.app())?;

@@ -14,7 +14,7 @@ use std::process::{Command as Process, Stdio};
 pub fn run_chain(root: &Root, app: &AppName, id: &str, reuse: bool) -> Result<()> {
     let hook = paths::hooks_dir().join("post-receive");
     let status = Process::new(&hook)
-        .current_dir(root.repo_dir(app).is_dir().then(|| root.repo_dir(app)).unwrap_or_else(|| root.root.clone()))
+        .current_dir(if root.repo_dir(app).is_dir() { root.repo_dir(app) } else { root.root.clone() })
         .env("PIKU_APP", app.as_str())
         .env("PIKU_RELEASE", id)
         .env("PIKU_REUSE", if reuse { "1" } else { "" })
