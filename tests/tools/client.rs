@@ -217,6 +217,14 @@ fn apps_setup_and_help_are_sent_without_the_app() {
     let client_part = r.stdout.find("download <path>").expect("the client's commands");
     let server_part = r.stdout.find("config:set <app>").expect("the server's help");
     assert!(client_part < server_part, "{}", r.stdout);
+    // help <command>: the server's full help of that command, alone.
+    let r = laptop.piku(app.dir.path(), &["help", "config:set"]).ok();
+    assert_eq!(laptop.last_ssh_call(), ["piku@server", "'help' 'config:set'"]);
+    assert!(r.stdout.starts_with("Usage: piku config:set") && r.stdout.contains("Examples:"), "{}", r.stdout);
+    // <command> --help goes with the app, and is help all the same.
+    let r = laptop.piku(app.dir.path(), &["ps:scale", "--help"]).ok();
+    assert_eq!(laptop.last_ssh_call(), ["piku@server", "'ps:scale' 'site' '--help'"]);
+    assert!(r.stdout.starts_with("Usage: piku ps:scale"), "{}", r.stdout);
 }
 
 #[test]
