@@ -21,6 +21,11 @@ impl Access {
         }
     }
 
+    /// Is this key limited to some apps?
+    pub fn is_limited(&self) -> bool {
+        self.apps.is_some()
+    }
+
     /// May this key see or use `app`?
     pub fn allows(&self, app: &str) -> bool {
         self.apps.as_ref().is_none_or(|apps| apps.iter().any(|a| a == app))

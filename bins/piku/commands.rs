@@ -198,7 +198,8 @@ impl Command for Help {
                 piku::output::data((entry.help)().trim_end());
             }
             (None, true) => piku::output::data(table_json()),
-            (None, false) => piku::output::data(overview(&crate::plugins::names(&ctx.root))),
+            // A limited key may not run plugins: it is not shown them.
+            (None, false) => piku::output::data(overview(&if ctx.access.is_limited() { Vec::new() } else { crate::plugins::names(&ctx.root) })),
         }
         Ok(())
     }

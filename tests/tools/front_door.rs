@@ -249,3 +249,19 @@ fn certs_lists_each_apps_names_issuer_and_expiry() {
     let expires = json.split("\"expires\":\"").nth(1).unwrap().split('"').next().unwrap();
     assert!(expires.len() == 20 && expires.ends_with('Z') && &expires[10..11] == "T", "{expires}");
 }
+
+#[test]
+fn a_limited_key_follows_the_tables_rules() {
+    let s = Server::new();
+    let plugin = s.root().join("plugins/piku-list");
+    std::fs::write(&plugin, "#!/bin/sh\necho listed\n").unwrap();
+    chmod_x(&plugin);
+    for cmd in ["certs", "certs:renew", "setup"] {
+        s.ssh_as("ana", "blog", cmd).fails(1, &format!("the ssh key 'ana' may not run server-wide commands such as '{cmd}'"));
+    }
+    s.ssh_as("ana", "blog", "list").fails(1, "may not run 'list'");
+    let help = s.ssh_as("ana", "blog", "help").ok().stdout;
+    assert!(help.contains("config:set") && !help.contains("Plugins:"), "{help}");
+    s.ssh_as("ana", "blog", "help certs").ok();
+    assert!(s.ssh("help").ok().stdout.contains("Plugins:\n  list"));
+}
