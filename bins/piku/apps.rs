@@ -5,7 +5,7 @@
 use crate::commands::Command;
 use crate::{Ctx, exec, run_tool};
 use argh::FromArgs;
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::lock::AppLock;
 use piku::{AppName, envfile, output, paths, release, vassals};
 use std::process::Command as Process;
@@ -79,7 +79,7 @@ impl Command for Destroy {
         let _lock = AppLock::acquire(root, &app)?;
         output::step(format!("Destroying '{app}'"));
         for tool in ["piku-uwsgi", "piku-nginx", "piku-build", "piku-config", "piku-receive"] {
-            run_tool(tool, &["--destroy", app.as_str()])?;
+            run_tool(tool, &["destroy", app.as_str()])?;
         }
         for kept in [root.data_dir(&app), root.cache_dir(&app)] {
             if kept.exists() {
@@ -105,7 +105,7 @@ impl Command for Stop {
         Some(&self.app)
     }
     fn run(self, ctx: &Ctx) -> Result<()> {
-        tool_for_app(ctx, "piku-uwsgi", "--stop", &self.app, &[])
+        tool_for_app(ctx, "piku-uwsgi", "stop", &self.app, &[])
     }
 }
 
@@ -124,7 +124,7 @@ impl Command for Start {
         Some(&self.app)
     }
     fn run(self, ctx: &Ctx) -> Result<()> {
-        tool_for_app(ctx, "piku-uwsgi", "--start", &self.app, &[])
+        tool_for_app(ctx, "piku-uwsgi", "start", &self.app, &[])
     }
 }
 
@@ -146,7 +146,7 @@ impl Command for Ps {
         Some(&self.app)
     }
     fn run(self, ctx: &Ctx) -> Result<()> {
-        tool_for_app(ctx, "piku-uwsgi", "--ps", &self.app, if self.json { &["--json"] } else { &[] })
+        tool_for_app(ctx, "piku-uwsgi", "ps", &self.app, if self.json { &["--json"] } else { &[] })
     }
 }
 
@@ -177,10 +177,10 @@ impl Command for Scale {
         // Store the counts, then re-resolve ports and apply to the workers
         // and nginx; no rebuild.
         let _lock = AppLock::acquire(root, &app)?;
-        run_tool("piku-uwsgi", &[&["--scale", app.as_str()], counts.as_slice()].concat())?;
-        run_tool("piku-config", &[app.as_str()])?;
-        run_tool("piku-uwsgi", &[app.as_str()])?;
-        run_tool("piku-nginx", &[app.as_str()])
+        run_tool("piku-uwsgi", &[&["scale", app.as_str(), "--"], counts.as_slice()].concat())?;
+        run_tool("piku-config", &["sync", app.as_str()])?;
+        run_tool("piku-uwsgi", &["publish", app.as_str()])?;
+        run_tool("piku-nginx", &["publish", app.as_str()])
     }
 }
 
@@ -208,14 +208,17 @@ impl Command for Logs {
         Some(&self.app)
     }
     fn run(self, ctx: &Ctx) -> Result<()> {
-        let mut rest: Vec<String> = self.kind.into_iter().collect();
+        let mut rest: Vec<String> = Vec::new();
         if let Some(n) = self.lines {
             rest.extend(["-n".to_string(), n.to_string()]);
         }
         if self.no_follow {
             rest.push("--no-follow".into());
         }
-        tool_for_app(ctx, "piku-uwsgi", "--logs", &self.app, &rest.iter().map(String::as_str).collect::<Vec<_>>())
+        if let Some(kind) = self.kind {
+            rest.extend(["--".to_string(), kind]);
+        }
+        tool_for_app(ctx, "piku-uwsgi", "logs", &self.app, &rest.iter().map(String::as_str).collect::<Vec<_>>())
     }
 }
 
@@ -265,11 +268,11 @@ impl Command for Setup {
         for d in paths::ROOT_DIRS {
             let dir = ctx.root.dir(d);
             if !dir.is_dir() {
-                std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+                fs_err::create_dir_all(&dir)?;
                 output::step(format!("Created {}", dir.display()));
             }
         }
-        run_tool("piku-uwsgi", &["--setup"])
+        run_tool("piku-uwsgi", &["setup"])
     }
 }
 
@@ -313,5 +316,5 @@ impl Command for UploadPack {
 
 fn serve_git(verb: &str, raw: &str) -> Result<()> {
     let app = AppName::parse(crate::git_path_to_app(raw))?;
-    exec(Process::new(paths::tool("piku-receive")).args(["--serve", verb, app.as_str()]))
+    exec(Process::new(paths::tool("piku-receive")).args(["serve", verb, app.as_str()]))
 }

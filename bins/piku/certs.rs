@@ -156,6 +156,6 @@ pub struct Renew {
 
 impl Command for Renew {
     fn run(self, _ctx: &Ctx) -> Result<()> {
-        exec(Process::new(paths::tool("piku-nginx")).arg("--renew").args(&self.apps))
+        exec(Process::new(paths::tool("piku-nginx")).arg("renew").arg("--").args(&self.apps))
     }
 }

@@ -34,7 +34,7 @@ impl Command for Show {
         Some(&self.app)
     }
     fn run(self, ctx: &Ctx) -> Result<()> {
-        show(ctx, "--show", &self.app, self.json)
+        show(ctx, "show", &self.app, self.json)
     }
 }
 
@@ -57,7 +57,7 @@ impl Command for Live {
         Some(&self.app)
     }
     fn run(self, ctx: &Ctx) -> Result<()> {
-        show(ctx, "--live", &self.app, self.json)
+        show(ctx, "live", &self.app, self.json)
     }
 }
 
@@ -80,7 +80,7 @@ impl Command for Get {
     }
     fn run(self, ctx: &Ctx) -> Result<()> {
         let app = release::existing_app(&ctx.root, &self.app)?;
-        exec(Process::new(paths::tool("piku-config")).args(["--get", app.as_str(), &self.key]))
+        exec(Process::new(paths::tool("piku-config")).args(["get", app.as_str(), "--", &self.key]))
     }
 }
 
@@ -106,7 +106,7 @@ impl Command for Set {
         Some(&self.app)
     }
     fn run(self, ctx: &Ctx) -> Result<()> {
-        change(ctx, &self.app, "--set", &self.pairs, self.no_restart)
+        change(ctx, &self.app, "set", &self.pairs, self.no_restart)
     }
 }
 
@@ -132,7 +132,7 @@ impl Command for Unset {
         Some(&self.app)
     }
     fn run(self, ctx: &Ctx) -> Result<()> {
-        change(ctx, &self.app, "--unset", &self.keys, self.no_restart)
+        change(ctx, &self.app, "unset", &self.keys, self.no_restart)
     }
 }
 
@@ -144,11 +144,11 @@ fn change(ctx: &Ctx, app: &str, verb: &str, items: &[String], no_restart: bool) 
     let app = release::existing_app(root, app)?;
     let items: Vec<&str> = items.iter().map(String::as_str).collect();
     if items.is_empty() {
-        return Err(Error::usage(format!("config:{} needs at least one {}", verb.trim_start_matches("--"), if verb == "--set" { "KEY=VALUE" } else { "KEY" })));
+        return Err(Error::usage(format!("config:{verb} needs at least one {}", if verb == "set" { "KEY=VALUE" } else { "KEY" })));
     }
     {
         let _lock = AppLock::acquire(root, &app)?;
-        run_tool("piku-config", &[&[verb, app.as_str()], items.as_slice()].concat())?;
+        run_tool("piku-config", &[&[verb, app.as_str(), "--"], items.as_slice()].concat())?;
     }
     if no_restart {
         output::step(format!("Stored; it applies at the next deploy or restart of '{app}'"));
@@ -160,7 +160,7 @@ fn change(ctx: &Ctx, app: &str, verb: &str, items: &[String], no_restart: bool) 
     };
     if let Err(e) = releases::run_chain(root, &app, &live, false) {
         let _lock = AppLock::acquire(root, &app)?;
-        run_tool("piku-config", &["--restore", app.as_str()])?;
+        run_tool("piku-config", &["restore", app.as_str()])?;
         return Err(Error::new(format!("{}; the config change was not applied and was undone", e.message)));
     }
     Ok(())

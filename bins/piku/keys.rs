@@ -4,7 +4,7 @@
 use crate::Ctx;
 use crate::commands::Command;
 use argh::FromArgs;
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::{AppName, atomic, output, paths};
 use std::io::Read;
 use std::process::{Command as Process, Stdio};
@@ -83,8 +83,8 @@ fn setup_ssh(name: &str, apps: Option<Vec<String>>, file: &str) -> Result<()> {
             }
         }
     }
-    std::fs::create_dir_all(&ssh_dir).at("create directory", &ssh_dir)?;
-    std::fs::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).at("set the mode of", &ssh_dir)?;
+    fs_err::create_dir_all(&ssh_dir)?;
+    fs_err::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let mut text = lines.join("\n");
     text.push('\n');
     atomic::write_file(&auth, text.as_bytes(), 0o600)

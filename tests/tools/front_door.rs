@@ -101,7 +101,7 @@ fn apps_lists_apps_and_marks_running_ones_exactly() {
     let app = GitApp::new(&[("Procfile", "worker: sleep 1000\n")]);
     s.push(&app, "foo", "main").ok();
     s.push(&app, "foobar", "main").ok();
-    s.tool("piku-uwsgi", &["--stop", "foobar"]).ok();
+    s.tool("piku-uwsgi", &["stop", "foobar"]).ok();
     assert_eq!(s.ssh("apps").ok().stdout, "*foo\n foobar\n");
 }
 
@@ -206,7 +206,7 @@ fn listings_put_data_on_stdout_and_json_alone() {
     let app = GitApp::new(&[("Procfile", "worker: sleep 1000\n")]);
     s.push(&app, "foo", "main").ok();
     s.push(&app, "bar", "main").ok();
-    s.tool("piku-uwsgi", &["--stop", "bar"]).ok();
+    s.tool("piku-uwsgi", &["stop", "bar"]).ok();
     assert_eq!(s.ssh("apps --json").ok().stdout, "[{\"name\":\"bar\",\"running\":false},{\"name\":\"foo\",\"running\":true}]\n");
 }
 
