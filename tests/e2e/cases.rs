@@ -31,6 +31,7 @@ pub const ALL: &[Case] = &[
     Case { name: "per_key_access", app: "access", run: crate::more_cases::per_key_access },
     Case { name: "wsgi_app", app: "wsgi-app", run: crate::more_cases::wsgi_app },
     Case { name: "client_script", app: "client-app", run: crate::more_cases::client_script },
+    Case { name: "front_door_over_ssh", app: "front-door", run: crate::front_door_cases::front_door_over_ssh },
     Case { name: "build_python_pip", app: "build-pip", run: crate::build_cases::python_pip },
     Case { name: "build_python_uv", app: "build-uv", run: crate::build_cases::python_uv },
     Case { name: "build_node_npm", app: "build-node", run: crate::build_cases::node_npm },

@@ -19,6 +19,7 @@ mod cases;
 mod more_cases;
 mod nginx_cases;
 mod fault_cases;
+mod front_door_cases;
 mod worker_cases;
 mod client;
 mod server;
