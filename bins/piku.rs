@@ -423,14 +423,15 @@ fn run(root: &Root, app: &AppName, cmd: &[&str]) -> Result<()> {
     exec(Command::new("sh").args(["-c", &line]).current_dir(root.app_dir(app)).envs(&env))
 }
 
-/// `ps:scale`: store the counts, then re-resolve ports and apply to the
-/// workers and nginx; no rebuild.
+/// `ps:scale`: store the counts, then apply them through the deploy chain
+/// (the swap: new workers checked, then switched to; no rebuild).
 fn scale(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
-    let _lock = AppLock::acquire(root, app)?;
-    run_tool("piku-uwsgi", &[&["--scale", app.as_str()], pairs].concat())?;
-    run_tool("piku-config", &[app.as_str()])?;
-    run_tool("piku-uwsgi", &[app.as_str()])?;
-    run_tool("piku-nginx", &[app.as_str()])
+    {
+        let _lock = AppLock::acquire(root, app)?;
+        run_tool("piku-uwsgi", &[&["--scale", app.as_str()], pairs].concat())?;
+    }
+    let rel = Release::live_or_err(root, app)?;
+    run_chain_with(root, app, &rel.id, true)
 }
 
 /// `destroy`: each tool removes its own files; data/ and cache/ are kept.
