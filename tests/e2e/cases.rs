@@ -45,6 +45,8 @@ pub const ALL: &[Case] = &[
     Case { name: "zero_downtime_redeploys", app: "zero-app", run: crate::zero_cases::zero_downtime_redeploys },
     Case { name: "zero_failing_health_check", app: "zero-fail", run: crate::zero_cases::failing_health_check_keeps_live },
     Case { name: "zero_downtime_wsgi", app: "zero-wsgi", run: crate::zero_cases::zero_downtime_wsgi },
+    Case { name: "zero_back_to_back_pushes_while_draining", app: "zero-b2b", run: crate::zero_cases::back_to_back_pushes_while_draining },
+    Case { name: "zero_scale_down_leaves_what_ps_reports", app: "zero-scale", run: crate::zero_cases::scale_down_leaves_what_ps_reports },
     Case { name: "nginx_options", app: "nginx-options", run: crate::nginx_cases::nginx_options },
     Case { name: "nginx_static_https_only", app: "nginx-spa", run: crate::nginx_cases::nginx_static_https_only },
     Case { name: "nginx_cloudflare_acl", app: "nginx-cf", run: crate::nginx_cases::nginx_cloudflare_acl },
