@@ -206,7 +206,7 @@ pub fn retire(root: &Root, app: &AppName) -> Result<()> {
     if !old.is_empty() {
         let drain = seconds(root, &env, "PIKU_DRAIN_SECONDS", 3)?;
         let labels: Vec<String> = old.iter().map(|n| worker_label(app, n)).collect();
-        output::step(format!("Draining {} of '{app}' for {} s (generation {live} is live)", labels.join(", "), drain.as_secs()));
+        say(root, app, format!("Draining {} of '{app}' for {} s (generation {live} is live)", labels.join(", "), drain.as_secs()));
         std::thread::sleep(drain);
         // nginx workers from before a reload finish their requests (to the
         // previous workers) before they exit: wait for them, bounded.
@@ -224,14 +224,25 @@ pub fn retire(root: &Root, app: &AppName) -> Result<()> {
         let deadline = Instant::now() + limit;
         while vassals::running_workers().iter().any(|t| titles.contains(t)) {
             if Instant::now() >= deadline {
-                output::warn(format!("{} of '{app}' still run {} s after they were stopped", labels.join(", "), limit.as_secs()));
+                say(root, app, format!("{} of '{app}' still run {} s after they were stopped", labels.join(", "), limit.as_secs()));
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        output::step(format!("Stopped {} of '{app}'", labels.join(", ")));
+        say(root, app, format!("Stopped {} of '{app}'", labels.join(", ")));
     }
     forget_stopped(root, app)
+}
+
+/// A step of the drain, on stderr and in the app's deploy log (`logs <app> deploy`).
+fn say(root: &Root, app: &AppName, msg: String) {
+    use std::io::Write;
+    let path = root.log_dir(app).join("deploy.log");
+    let line = format!("{} -----> {msg}\n", piku::release::utc_stamp(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())));
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        let _ = f.write_all(line.as_bytes());
+    }
+    output::step(msg);
 }
 
 /// Records, sockets and logs of generations older than the live one whose
