@@ -106,7 +106,8 @@ pub fn wait_healthy(target: &Target, check: &Check, deadline: Instant) -> Result
         if Instant::now() >= deadline {
             return Err(last);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // A new worker answers within a few hundred ms of starting: poll often.
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 

@@ -30,10 +30,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+thread_local! {
+    /// The last push's "answers / with HTTP 200 (X s)": from starting the new
+    /// workers to their health check passing, in ms.
+    static STAGED_MS: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
 /// Time from `git push` until nginx answers `host` with `want`.
 fn push_to_200(s: &Server, app: &App, host: &str, want: &str) -> Result<f64, String> {
     let started = Instant::now();
-    app.deploy("main")?;
+    let out = app.deploy("main")?.all();
+    let staged = out.lines().find_map(|l| l.split("with HTTP ").nth(1)?.split_once('(')?.1.strip_suffix(" s)")?.parse::<f64>().ok());
+    STAGED_MS.with(|c| c.set(staged.map(|s| s * 1000.0)));
     loop {
         if let (200, body) = curl(s, host, "/") {
             if body.contains(want) {
@@ -132,6 +140,7 @@ fn web_swaps(s: &Server, floor: Option<f64>, table: &mut Vec<(String, String)>) 
     // One push at a time (the previous deploy's old workers have stopped),
     // then five in a row (older releases still draining).
     let (mut webs, mut back_to_back) = (Stat(vec![]), Stat(vec![]));
+    let (mut staged_one, mut staged_row) = (Stat(vec![]), Stat(vec![]));
     for i in 1..=RUNS * 2 {
         web.write("site/index.html", &format!("web v{i}"));
         web.commit(&format!("v{i}"))?;
@@ -141,12 +150,20 @@ fn web_swaps(s: &Server, floor: Option<f64>, table: &mut Vec<(String, String)>) 
         } else {
             back_to_back.0.push(push_to_200(s, &web, "bench-web.example.test", &format!("web v{i}"))?);
         }
+        let into = if i <= RUNS { &mut staged_one } else { &mut staged_row };
+        into.0.extend(STAGED_MS.with(|c| c.get()));
     }
     table.push(("push-to-200, generic web app, one at a time".into(), format!("{}{}", webs.row("ms"), x_floor(&webs))));
     table.push((
         "push-to-200, generic web app, 5 in a row".into(),
         format!("{}{} = {:.2}x one at a time", back_to_back.row("ms"), x_floor(&back_to_back), back_to_back.median() / webs.median()),
     ));
+    // Of which: the emperor's scan (every second) and the worker's start-up.
+    for (label, st) in [("one at a time", &staged_one), ("5 in a row", &staged_row)] {
+        if !st.0.is_empty() {
+            table.push((format!("  of which new workers started to healthy, {label}"), st.row("ms")));
+        }
+    }
 
     // Failed requests during redeploys under load through nginx: ours (each
     // release's own workers, nginx's upstream unchanged); the same redeploy
