@@ -258,11 +258,14 @@ fn stop(root: &Root, app: &AppName) -> Result<()> {
 /// `start`: the live release's workers; web-facing ones as a new
 /// generation (never under the names of workers that may still be stopping).
 fn start(root: &Root, app: &AppName) -> Result<()> {
+    // A new generation is handed out under the deploy lock, as in a deploy.
+    let _lock = piku::lock::AppLock::acquire(root, app)?;
     let env = envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
     if piku::swap::per_release(&env) {
         stage(root, &Release::live_or_err(root, app)?)?;
     }
     publish(root, app, false)?;
+    drop(_lock);
     retire(root, app)
 }
 
