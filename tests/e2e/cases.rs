@@ -185,10 +185,11 @@ fn ssh_commands(s: &Server) -> Result<(), String> {
         return Err(format!("`apps` does not show 'ssh-commands-static' without '*' (no workers):\n{}", crate::client::indent(&apps)));
     }
 
-    // config:live: the environment the app runs with.
+    // config:live: the environment the app runs with (behind nginx each
+    // release's web workers get a PORT of their own: it is not the app's).
     let live = ssh(s, "config:live ssh-commands", None).ok("ssh config:live ssh-commands")?.stdout;
-    if !live.lines().any(|l| l.starts_with("PORT=")) || !live.lines().any(|l| l == "APP=ssh-commands") {
-        return Err(format!("config:live lacks PORT= or APP=ssh-commands:\n{}", crate::client::indent(&live)));
+    if !live.lines().any(|l| l == "APP=ssh-commands") || !live.lines().any(|l| l.starts_with("BIND_ADDRESS=")) {
+        return Err(format!("config:live lacks APP=ssh-commands or BIND_ADDRESS=:\n{}", crate::client::indent(&live)));
     }
 
     let help = ssh(s, "help", None).ok("ssh help")?;
