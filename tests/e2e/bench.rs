@@ -40,7 +40,8 @@ thread_local! {
 fn push_to_200(s: &Server, app: &App, host: &str, want: &str) -> Result<f64, String> {
     let started = Instant::now();
     let out = app.deploy("main")?.all();
-    let staged = out.lines().find_map(|l| l.split("with HTTP ").nth(1)?.split_once('(')?.1.strip_suffix(" s)")?.parse::<f64>().ok());
+    // git pads each remote: line with blanks.
+    let staged = out.lines().find_map(|l| l.split("with HTTP ").nth(1)?.split_once('(')?.1.trim_end().strip_suffix(" s)")?.parse::<f64>().ok());
     STAGED_MS.with(|c| c.set(staged.map(|s| s * 1000.0)));
     loop {
         if let (200, body) = curl(s, host, "/") {
