@@ -19,6 +19,7 @@ pub mod procfile;
 pub mod release;
 pub mod scaling;
 pub mod settings;
+pub mod swap;
 pub mod syntax;
 pub mod templates;
 pub mod vassals;

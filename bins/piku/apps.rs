@@ -7,7 +7,8 @@ use crate::{Ctx, exec, run_tool};
 use argh::FromArgs;
 use piku::error::{Error, Result};
 use piku::lock::AppLock;
-use piku::{AppName, envfile, output, paths, release, vassals};
+use piku::release::{self, Release};
+use piku::{AppName, envfile, output, paths, vassals};
 use std::process::Command as Process;
 
 /// Hand a command for an existing app to the tool that owns it.
@@ -174,13 +175,14 @@ impl Command for Scale {
             return Err(Error::usage(format!("ps:scale {app} needs at least one KIND=N, e.g. ps:scale {app} web=2")));
         }
         let counts: Vec<&str> = self.counts.iter().map(String::as_str).collect();
-        // Store the counts, then re-resolve ports and apply to the workers
-        // and nginx; no rebuild.
-        let _lock = AppLock::acquire(root, &app)?;
-        run_tool("piku-uwsgi", &[&["scale", app.as_str(), "--"], counts.as_slice()].concat())?;
-        run_tool("piku-config", &["sync", app.as_str()])?;
-        run_tool("piku-uwsgi", &["publish", app.as_str()])?;
-        run_tool("piku-nginx", &["publish", app.as_str()])
+        // Store the counts, then apply them through the deploy chain (the
+        // swap: new workers checked, then switched to; no rebuild).
+        {
+            let _lock = AppLock::acquire(root, &app)?;
+            run_tool("piku-uwsgi", &[&["scale", app.as_str(), "--"], counts.as_slice()].concat())?;
+        }
+        let live = Release::live_or_err(root, &app)?;
+        crate::releases::run_chain(root, &app, &live.id, true)
     }
 }
 

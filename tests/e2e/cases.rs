@@ -46,6 +46,8 @@ pub const ALL: &[Case] = &[
     Case { name: "zero_downtime_redeploys", app: "zero-app", run: crate::zero_cases::zero_downtime_redeploys },
     Case { name: "zero_failing_health_check", app: "zero-fail", run: crate::zero_cases::failing_health_check_keeps_live },
     Case { name: "zero_downtime_wsgi", app: "zero-wsgi", run: crate::zero_cases::zero_downtime_wsgi },
+    Case { name: "zero_back_to_back_pushes_while_draining", app: "zero-b2b", run: crate::zero_cases::back_to_back_pushes_while_draining },
+    Case { name: "zero_scale_down_leaves_what_ps_reports", app: "zero-scale", run: crate::zero_cases::scale_down_leaves_what_ps_reports },
     Case { name: "nginx_options", app: "nginx-options", run: crate::nginx_cases::nginx_options },
     Case { name: "nginx_static_https_only", app: "nginx-spa", run: crate::nginx_cases::nginx_static_https_only },
     Case { name: "nginx_cloudflare_acl", app: "nginx-cf", run: crate::nginx_cases::nginx_cloudflare_acl },
@@ -184,10 +186,11 @@ fn ssh_commands(s: &Server) -> Result<(), String> {
         return Err(format!("`apps` does not show 'ssh-commands-static' without '*' (no workers):\n{}", crate::client::indent(&apps)));
     }
 
-    // config:live: the environment the app runs with.
+    // config:live: the environment the app runs with (behind nginx each
+    // release's web workers get a PORT of their own: it is not the app's).
     let live = ssh(s, "config:live ssh-commands", None).ok("ssh config:live ssh-commands")?.stdout;
-    if !live.lines().any(|l| l.starts_with("PORT=")) || !live.lines().any(|l| l == "APP=ssh-commands") {
-        return Err(format!("config:live lacks PORT= or APP=ssh-commands:\n{}", crate::client::indent(&live)));
+    if !live.lines().any(|l| l == "APP=ssh-commands") || !live.lines().any(|l| l.starts_with("BIND_ADDRESS=")) {
+        return Err(format!("config:live lacks APP=ssh-commands or BIND_ADDRESS=:\n{}", crate::client::indent(&live)));
     }
 
     let help = ssh(s, "help", None).ok("ssh help")?;

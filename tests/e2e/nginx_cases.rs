@@ -187,10 +187,10 @@ pub fn nginx_options(s: &Server) -> Result<(), String> {
     ssh(s, "config:set nginx-options NGINX_ALLOW_GIT_FOLDERS=1", None).ok("config:set NGINX_ALLOW_GIT_FOLDERS")?;
     wait_for(Duration::from_secs(10), || expect(&fetch(s, "http", host, "/abs/.git/HEAD", &[]), 200, "refs/heads/main", "with NGINX_ALLOW_GIT_FOLDERS"))?;
 
-    // web=2: nginx balances both instances, each on its own port.
+    // web=2: nginx balances both instances, each through its own socket.
     ssh(s, "ps:scale nginx-options web=2", None).ok("ps:scale web=2")?;
     let conf = read(s, "nginx/nginx-options.conf")?;
-    let servers = conf.lines().filter(|l| l.trim_start().starts_with("server 127.0.0.1:")).count();
+    let servers = conf.lines().filter(|l| l.trim_start().starts_with("server unix:") && l.contains("nginx-options_web.")).count();
     if servers != 2 {
         return Err(format!("expected 2 upstream servers after web=2:\n{}", indent(&conf)));
     }

@@ -13,5 +13,6 @@ mod deploy;
 mod front_door;
 mod hardening;
 mod nginx;
+mod ownership;
 mod tool_cli;
 mod workers;
