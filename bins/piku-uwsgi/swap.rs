@@ -98,6 +98,7 @@ pub fn stage(root: &Root, rel: &Release) -> Result<()> {
         atomic::write_file(&enabled.join(name), text.as_bytes(), 0o644)?;
         output::step(format!("Spawning {app}:{} (release {}) beside the live workers", worker_label(app, name), rel.id));
     }
+    piku::fault::point("after-spawn");
     if check_off {
         output::warn(format!("PIKU_HEALTHCHECK is off: '{app}' switches to its new workers without checking them"));
         return Ok(());
@@ -136,6 +137,7 @@ fn unstage(root: &Root, rel: &Release, g: u32, wanted: &BTreeMap<String, String>
     let app = &rel.app;
     for staged in wanted.keys() {
         let _ = atomic::remove_file(&root.dir("uwsgi-enabled").join(staged));
+        piku::fault::point("during-unstage");
         let _ = atomic::remove_file(&root.dir("uwsgi-available").join(staged));
     }
     let _ = swap::remove(root, app, g);
@@ -169,6 +171,7 @@ pub fn chosen(root: &Root, app: &AppName, rel: &Release) -> Result<Option<(u32, 
 /// Point nginx's stable socket of each web-facing worker at generation `g`'s.
 pub fn switch(root: &Root, app: &AppName, g: u32, wanted: &BTreeMap<String, String>) -> Result<()> {
     swap::set_live(root, app, g)?;
+    piku::fault::point("mid-switch");
     for name in wanted.keys() {
         let Some((kind, n, Some(_))) = parse_vassal(app, name) else { continue };
         if kind == "wsgi" && n > 1 {
@@ -182,6 +185,7 @@ pub fn switch(root: &Root, app: &AppName, g: u32, wanted: &BTreeMap<String, Stri
             output::step(format!("nginx now reaches {app}:{kind}.{n} through generation {g}"));
         }
     }
+    piku::fault::point("after-switch");
     Ok(())
 }
 
@@ -207,6 +211,7 @@ pub fn retire(root: &Root, app: &AppName) -> Result<()> {
         let drain = seconds(root, &env, "PIKU_DRAIN_SECONDS", 3)?;
         let labels: Vec<String> = old.iter().map(|n| worker_label(app, n)).collect();
         say(root, app, format!("Draining {} of '{app}' for {} s (generation {live} is live)", labels.join(", "), drain.as_secs()));
+        piku::fault::point("during-drain");
         std::thread::sleep(drain);
         // nginx workers from before a reload finish their requests (to the
         // previous workers) before they exit: wait for them, bounded.
