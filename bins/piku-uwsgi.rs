@@ -11,6 +11,8 @@
 //!                               the background workers; older generations are
 //!                               left to drain (stopped at once when PIKU_DRAIN_SECONDS=0)
 //!   piku-uwsgi --retire <app>   wait out the drain of older generations, then stop them
+//!   piku-uwsgi --repair <app>   after a stopped deploy (`piku repair`): stop generations
+//!                               staged but never switched, then as `piku-uwsgi <app>`
 //!   piku-uwsgi --stop|--start|--restart|--destroy <app>
 //!   piku-uwsgi --ps <app> [--json]        worker counts and which workers run
 //!   piku-uwsgi --scale <app> kind=N...    validate and store SCALING (applied by the swap)
@@ -40,6 +42,8 @@ use std::process::ExitCode;
 
 #[path = "piku-uwsgi/render.rs"]
 mod render;
+#[path = "piku-uwsgi/repair.rs"]
+mod repair;
 #[path = "piku-uwsgi/report.rs"]
 mod report;
 #[path = "piku-uwsgi/swap.rs"]
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
+            ["--repair", app] => repair::repair(&root, &release::existing_app(&root, app)?),
             ["--retire", app] => retire(&root, &release::existing_app(&root, app)?),
             ["--stage", app, id] => stage(&root, &Release::open(&root, &AppName::parse(app)?, id)?),
             ["--stop", app] => stop(&root, &release::existing_app(&root, app)?),
@@ -82,7 +87,7 @@ fn main() -> ExitCode {
             ["--restart", app] => publish(&root, &release::existing_app(&root, app)?, true),
             [app] if !app.starts_with('-') => publish(&root, &release::existing_app(&root, app)?, false),
             _ => Err(Error::usage(
-                "usage: piku-uwsgi <app> | --check|--stage <app> <release-id> | --retire <app> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
+                "usage: piku-uwsgi <app> | --check|--stage <app> <release-id> | --retire|--repair <app> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
             )),
         }
     })

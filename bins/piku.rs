@@ -20,6 +20,7 @@ Apps:
   releases <app> [--json]       the kept releases: id, commit, date, status, message
   rollback <app> [<id>]         make a kept release live again (default: the previous one)
   destroy <app>                 remove an app (its data/ and cache/ are kept)
+  repair [<app>]                finish what a stopped deploy left half done (exit 1 if it cannot)
   stop|start|restart <app>      stop, start or restart the app's workers (restart: new
                                 web workers beside the old, switched when healthy)
   ps <app> [--json]             worker counts, and whether each worker runs
@@ -93,6 +94,7 @@ fn dispatch(root: &Root, args: &[String]) -> Result<()> {
         ["ps", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--ps", app, rest),
         ["logs", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--logs", app, rest),
         ["ps:scale", app, pairs @ ..] if !pairs.is_empty() => scale(root, &release::existing_app(root, app)?, pairs),
+        ["repair", apps @ ..] if apps.len() <= 1 => repair(root, &access, apps.first().copied()),
         ["destroy", app] => destroy(root, &release::existing_app(root, app)?),
         ["certs:renew", apps @ ..] => exec(Command::new(paths::tool("piku-nginx")).arg("--renew").args(apps)),
         [cmd, ..] if is_known(cmd) => Err(Error::usage(format!("wrong arguments for '{cmd}'; see 'help'"))),
@@ -404,6 +406,63 @@ fn run_chain_with(root: &Root, app: &AppName, id: &str, reuse: bool) -> Result<(
         .status()
         .map_err(|e| Error::new(format!("cannot run the deploy chain {}: {e}; re-run install.sh", hook.display())))?;
     if status.success() { Ok(()) } else { Err(Error::new(format!("redeploying '{app}' failed ({})", process::describe_status(status)))) }
+}
+
+/// `repair [<app>]`: say what a stopped deploy left behind (lib repair.rs),
+/// put it right through the chain (hooks/post-receive, PIKU_REPAIR=1, under
+/// the deploy lock), then look again: exit 1 if anything is left.
+fn repair(root: &Root, access: &Access, app: Option<&str>) -> Result<()> {
+    let apps: Vec<AppName> = match app {
+        Some(a) => vec![release::existing_app(root, a)?],
+        None => {
+            let mut names: Vec<String> = std::fs::read_dir(root.dir("apps"))
+                .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            names.sort();
+            names.into_iter().filter(|n| access.allows(n)).filter_map(|n| AppName::parse(&n).ok()).collect()
+        }
+    };
+    let mut left = Vec::new();
+    for app in &apps {
+        if Release::live(root, app)?.is_none() {
+            output::step(format!("'{app}' has no live release: nothing to repair"));
+            continue;
+        }
+        if piku::repair::locked(root, app) {
+            output::step(format!("A deploy of '{app}' is running: repair waits for it"));
+        }
+        let found = piku::repair::findings(root, app)?;
+        for f in &found {
+            output::step(format!("'{app}': {f}"));
+        }
+        // The chain republishes (idempotent) even when nothing was found:
+        // nginx's configuration and the workers' files are checked there too.
+        let hook = paths::hooks_dir().join("post-receive");
+        let status = Command::new(&hook)
+            .current_dir(&root.root)
+            .env("PIKU_APP", app.as_str())
+            .env("PIKU_REPAIR", "1")
+            .env("PIKU_ROOT", &root.root)
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| Error::new(format!("cannot run the deploy chain {}: {e}; re-run install.sh", hook.display())))?;
+        let after = piku::repair::findings(root, app)?;
+        if !status.success() || !after.is_empty() {
+            for f in &after {
+                output::error(format!("'{app}': still {f}"));
+            }
+            left.push(app.to_string());
+        } else if found.is_empty() {
+            output::step(format!("'{app}': nothing to repair; its live release, workers and nginx agree"));
+        } else {
+            output::step(format!("'{app}': repaired ({} finding{})", found.len(), if found.len() == 1 { "" } else { "s" }));
+        }
+    }
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(format!("could not repair {}; see above, then try 'deploy <app>' or push again", left.join(", "))))
+    }
 }
 
 /// `run <app> cmd...`: in the live tree, with LIVE_ENV; its exit status is ours.
