@@ -262,6 +262,14 @@ fn forget_stopped(root: &Root, app: &AppName) -> Result<()> {
             swap::remove(root, app, g)?;
         }
     }
+    // A stopped generation's vassal left in uwsgi-available (a rollback of a
+    // failed stage that was itself stopped after disabling it).
+    let available = root.dir("uwsgi-available");
+    for name in app_vassals(root, app, &available)? {
+        if parse_vassal(app, &name).and_then(|(_, _, t)| swap::parse_tag(&t?)).is_some_and(|g| g < live && !running(g)) {
+            atomic::remove_file(&available.join(&name))?;
+        }
+    }
     // Sockets of stopped generations, links to them; logs of all but the
     // last generation before the oldest still running.
     let tag_of = |file: &str, suffix: &str| -> Option<u32> {
