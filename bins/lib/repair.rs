@@ -80,6 +80,13 @@ pub fn findings(root: &Root, app: &AppName) -> Result<Vec<String>> {
             }
         }
     }
+    // A vassal file of a generation that no longer runs, left in uwsgi-available.
+    for name in app_vassals(root, app, &root.dir("uwsgi-available"))? {
+        let Some(g) = parse_vassal(app, &name).and_then(|(_, _, t)| swap::parse_tag(&t?)) else { continue };
+        if !running(g) && live.is_some_and(|l| g < l) && !is_draining {
+            out.push(format!("uwsgi-available/{name} is left by generation {g}, which no longer runs"));
+        }
+    }
     for g in swap::generations(root, app)? {
         let release = swap::read(root, app, g)?.map(|r| r.release).unwrap_or_default();
         if live.is_none_or(|l| g > l) {
@@ -141,10 +148,12 @@ mod tests {
         std::fs::write(root.dir("uwsgi-enabled").join("a_web.1.g1.ini"), "").unwrap();
         std::fs::write(root.live_env_file(&app), "NGINX_SERVER_NAME=b.example\n").unwrap();
         std::fs::write(root.dir("nginx").join("a_web.1.g4.sock"), "").unwrap();
+        std::fs::create_dir_all(root.dir("uwsgi-available")).unwrap();
+        std::fs::write(root.dir("uwsgi-available").join("a_web.1.g0.ini"), "").unwrap();
         std::fs::remove_file(root.dir("nginx").join("a_web.1.sock")).unwrap();
         std::os::unix::fs::symlink("a_web.1.g1.sock", root.dir("nginx").join("a_web.1.sock")).unwrap();
         let found = findings(&root, &app).unwrap().join("\n");
-        for needle in ["LIVE_ENV is not", "a_web.1.sock leads to a_web.1.g1.sock", "generation 3 (release r1) was staged but never switched", "generation 1 (release r1) still runs", "nginx/a_web.1.g4.sock is left by generation 4"] {
+        for needle in ["LIVE_ENV is not", "a_web.1.sock leads to a_web.1.g1.sock", "generation 3 (release r1) was staged but never switched", "generation 1 (release r1) still runs", "nginx/a_web.1.g4.sock is left by generation 4", "uwsgi-available/a_web.1.g0.ini is left by generation 0"] {
             assert!(found.contains(needle), "{needle:?} not in:\n{found}");
         }
         // The lock: held while a deploy runs, free once its holder is gone.
