@@ -18,6 +18,7 @@ mod nginx_cases;
 mod fault_cases;
 mod worker_cases;
 mod client;
+mod crash_cases;
 mod server;
 mod zero_cases;
 
