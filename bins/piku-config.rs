@@ -1,21 +1,7 @@
-//! piku-config: the app's environment.
-//!
-//!   piku-config <app> <release-id>   resolve the environment of a new release
-//!                                    into releases/<app>/<id>.env (staged)
-//!   piku-config --publish <app>      (in the chain, after the switch) publish the
-//!                                    live release's resolved environment as
-//!                                    envs/<app>/LIVE_ENV, and its ports for nginx
-//!   piku-config <app>                keep the live release's facts in step with
-//!                                    LIVE_ENV; give new web instances ports (ps:scale)
-//!   piku-config --recolour <app> <release-id>   (restart, rollback) the release's
-//!                                    own environment, as it was resolved
-//!   piku-config --show|--live <app> [--json]
-//!   piku-config --get <app> KEY
-//!   piku-config --set <app> KEY=VALUE...   (stores envs/<app>/ENV only)
-//!   piku-config --unset <app> KEY...
-//!   piku-config --restore <app>   put back envs/<app>/ENV as it was before the
-//!                                 last --set/--unset (when applying it failed)
-//!   piku-config --destroy <app>   remove envs/<app> (after the other tools removed theirs)
+//! piku-config: the app's environment. Its modes (resolve, publish, sync,
+//! recolour, show, live, get, set, unset, restore, destroy) are the
+//! subcommands below; `piku-config --help` and `piku-config <mode> --help`
+//! print their help.
 //!
 //! Layers, later wins: bootstrap (APP, LOG_ROOT, DATA_ROOT, HOME, USER, PATH,
 //! PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT,
@@ -26,6 +12,8 @@
 //! may set PORT: then, and for an app not behind nginx (its users reach PORT
 //! directly), PORT stays put (PORTS) and workers restart in place.
 
+use argh::FromArgs;
+use fs_err as fs;
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
 use piku::release::{self, Release};
@@ -35,36 +23,221 @@ use piku::{AppName, Root, atomic, output, vassals};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+/// The app's environment: resolve it for a release, publish it, show and
+/// change the user's config.
+#[derive(FromArgs)]
+#[argh(
+    help_triggers("-h", "--help"),
+    example = "{command_name} resolve myapp 20240101-120000-5f3c2a1\n{command_name} set myapp WORKERS=4 DEBUG=0\n{command_name} show myapp --json",
+    error_code(1, "the work failed (the message says why and what to do)"),
+    error_code(2, "usage error: nothing was done")
+)]
+struct Args {
+    #[argh(subcommand)]
+    mode: Mode,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Mode {
+    Resolve(Resolve),
+    Publish(Publish),
+    Sync(Sync),
+    Recolour(Recolour),
+    Show(Show),
+    Live(Live),
+    Get(Get),
+    Set(Set),
+    Unset(Unset),
+    Restore(Restore),
+    Destroy(Destroy),
+}
+
+/// resolve a new release's environment into releases/<app>/<id>.env (staged).
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "resolve",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp 20240101-120000-5f3c2a1",
+    note = "Layers, later wins: bootstrap (APP, LOG_ROOT, DATA_ROOT, HOME, USER, PATH, PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT, BIND_ADDRESS, NGINX_IPV4/6_ADDRESS. Behind nginx the release gets no PORT: each deploy's web workers get ports of their own from the swap (piku-uwsgi)."
+)]
+struct Resolve {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// publish the live release's environment as envs/<app>/LIVE_ENV.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "publish",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp",
+    note = "In the deploy chain, after the switch; also publishes the release's ports for nginx."
+)]
+struct Publish {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// keep the live release's facts in step with LIVE_ENV; give new web instances ports.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "sync",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp",
+    note = "Run after ps:scale, and by a failed redeploy of the live release to put its facts back."
+)]
+struct Sync {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// a release's own environment, as it was resolved, to run again (restart, rollback).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "recolour", help_triggers("-h", "--help"), example = "{command_name} myapp 20240101-120000-5f3c2a1")]
+struct Recolour {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// print the app's config (envs/<app>/ENV), one KEY=VALUE a line.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "show", help_triggers("-h", "--help"), example = "{command_name} myapp --json")]
+struct Show {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// print one JSON object instead
+    #[argh(switch)]
+    json: bool,
+}
+
+/// print the environment the live workers run with (LIVE_ENV).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "live", help_triggers("-h", "--help"), example = "{command_name} myapp --json")]
+struct Live {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// print one JSON object instead
+    #[argh(switch)]
+    json: bool,
+}
+
+/// print the value of one config variable.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "get", help_triggers("-h", "--help"), example = "{command_name} myapp DATABASE_URL")]
+struct Get {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the variable
+    #[argh(positional)]
+    key: String,
+}
+
+/// store config variables in envs/<app>/ENV (applied by the next deploy or restart).
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "set",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp WORKERS=4 DEBUG=0",
+    note = "All or nothing: one bad pair and nothing is changed. The file as it was is kept for restore."
+)]
+struct Set {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// KEY=VALUE pairs, at least one
+    #[argh(positional)]
+    pairs: Vec<String>,
+}
+
+/// remove config variables from envs/<app>/ENV.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "unset", help_triggers("-h", "--help"), example = "{command_name} myapp DEBUG")]
+struct Unset {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// variable names, at least one
+    #[argh(positional)]
+    keys: Vec<String>,
+}
+
+/// put envs/<app>/ENV back as it was before the last set or unset.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "restore", help_triggers("-h", "--help"), example = "{command_name} myapp", note = "The front door runs it when applying a change failed.")]
+struct Restore {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// remove envs/<app> (after the other tools removed what is theirs in it).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "destroy", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct Destroy {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
 fn main() -> ExitCode {
-    output::run_main("piku-config", |args| {
+    let args: Args = piku::cli::parse();
+    output::run("piku-config", || {
         let root = Root::from_env();
-        let json = args.iter().any(|a| a == "--json");
-        let args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--json").collect();
-        match args.as_slice() {
-            ["--show", app] => show(&root, &release::existing_app(&root, app)?, Which::User, json),
-            ["--live", app] => show(&root, &release::existing_app(&root, app)?, Which::Live, json),
-            ["--get", app, key] => get(&root, &release::existing_app(&root, app)?, key),
-            ["--set", app, pairs @ ..] if !pairs.is_empty() => set(&root, &release::existing_app(&root, app)?, pairs),
-            ["--unset", app, keys @ ..] if !keys.is_empty() => unset(&root, &release::existing_app(&root, app)?, keys),
-            ["--restore", app] => restore(&root, &release::existing_app(&root, app)?),
-            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
-            ["--recolour", app, id] => recolour(&root, &Release::open(&root, &AppName::parse(app)?, id)?),
-            ["--publish", app] => {
-                let app = AppName::parse(app)?;
+        match args.mode {
+            Mode::Show(a) => show(&root, &release::existing_app(&root, &a.app)?, Which::User, a.json),
+            Mode::Live(a) => show(&root, &release::existing_app(&root, &a.app)?, Which::Live, a.json),
+            Mode::Get(a) => get(&root, &release::existing_app(&root, &a.app)?, &a.key),
+            Mode::Set(a) => {
+                let pairs: Vec<&str> = a.pairs.iter().map(String::as_str).collect();
+                if pairs.is_empty() {
+                    return Err(Error::usage("set needs at least one KEY=VALUE; see piku-config set --help"));
+                }
+                set(&root, &release::existing_app(&root, &a.app)?, &pairs)
+            }
+            Mode::Unset(a) => {
+                let keys: Vec<&str> = a.keys.iter().map(String::as_str).collect();
+                if keys.is_empty() {
+                    return Err(Error::usage("unset needs at least one KEY; see piku-config unset --help"));
+                }
+                unset(&root, &release::existing_app(&root, &a.app)?, &keys)
+            }
+            Mode::Restore(a) => restore(&root, &release::existing_app(&root, &a.app)?),
+            Mode::Destroy(a) => destroy(&root, &AppName::parse(&a.app)?),
+            Mode::Recolour(a) => recolour(&root, &Release::open(&root, &AppName::parse(&a.app)?, &a.release)?),
+            Mode::Publish(a) => {
+                let app = AppName::parse(&a.app)?;
                 let rel = Release::live_or_err(&root, &app)?;
                 let env = envfile::read_literal(&rel.fact_file("env"))?
-                    .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; run piku-config {app} {} first", rel.id, rel.id)))?;
+                    .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; run piku-config resolve {app} {} first", rel.id, rel.id)))?;
                 write_env(&root.live_env_file(&app), &env)?;
                 sync_live_ports(&root, &app, &env)
             }
-            [app, id] if !app.starts_with('-') => {
-                let app = AppName::parse(app)?;
-                let rel = Release::open(&root, &app, id)?;
+            Mode::Resolve(a) => {
+                let app = AppName::parse(&a.app)?;
+                let rel = Release::open(&root, &app, &a.release)?;
                 let env = resolve(&root, &rel)?;
                 write_env(&rel.fact_file("env"), &env)
             }
-            [app] if !app.starts_with('-') => {
-                let app = AppName::parse(app)?;
+            Mode::Sync(a) => {
+                let app = AppName::parse(&a.app)?;
                 let rel = Release::live_or_err(&root, &app)?;
                 let env = envfile::read_literal(&root.live_env_file(&app))?
                     .ok_or_else(|| Error::new(format!("app '{app}' has no LIVE_ENV yet; deploy it first")))?;
@@ -75,9 +248,6 @@ fn main() -> ExitCode {
                 }
                 sync_live_ports(&root, &app, &env)
             }
-            _ => Err(Error::usage(
-                "usage: piku-config <app> [<release-id>] | --publish <app> | --recolour <app> <release-id> | --show|--live <app> [--json] | --get <app> KEY | --set <app> KEY=VALUE... | --unset <app> KEY... | --restore|--destroy <app>",
-            )),
         }
     })
 }
@@ -151,7 +321,7 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
     Ok(env)
 }
 
-/// PORTS as written: `n:port` (the live instances) then `<colour>.n:port`.
+/// PORTS as written: `n:port`, one line per web instance.
 fn read_port_lines(root: &Root, app: &AppName) -> Result<BTreeMap<String, u32>> {
     scaling::read_counts(&scaling::ports_file(root, app))
 }
@@ -160,7 +330,7 @@ fn write_port_lines(root: &Root, app: &AppName, lines: &BTreeMap<String, u32>) -
     if &read_port_lines(root, app)? == lines {
         return Ok(());
     }
-    // Live instances first, in number order; then each colour's.
+    // In instance order.
     let mut keys: Vec<&String> = lines.keys().collect();
     keys.sort_by_key(|k| match k.split_once('.') {
         Some((c, n)) => (1, c.to_string(), n.parse::<u32>().unwrap_or(0)),
@@ -283,10 +453,10 @@ fn set(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
     save_user_env(root, app, &env)
 }
 
-/// Write envs/<app>/ENV, keeping the previous one for `--restore`.
+/// Write envs/<app>/ENV, keeping the previous one for `restore`.
 fn save_user_env(root: &Root, app: &AppName, env: &Env) -> Result<()> {
     let path = root.user_env_file(app);
-    let before = std::fs::read(&path).unwrap_or_default();
+    let before = fs::read(&path).unwrap_or_default();
     atomic::write_file(&backup_file(root, app), &before, 0o600)?;
     write_env(&path, env)
 }
@@ -297,7 +467,7 @@ fn backup_file(root: &Root, app: &AppName) -> std::path::PathBuf {
 
 fn restore(root: &Root, app: &AppName) -> Result<()> {
     let backup = backup_file(root, app);
-    let before = std::fs::read(&backup).map_err(|e| Error::io("read", &backup, e))?;
+    let before = fs::read(&backup)?;
     if before.is_empty() {
         atomic::remove_file(&root.user_env_file(app))?;
     } else {
@@ -329,7 +499,7 @@ fn unset(root: &Root, app: &AppName, keys: &[&str]) -> Result<()> {
 fn destroy(root: &Root, app: &AppName) -> Result<()> {
     let dir = root.env_dir(app);
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
+        fs::remove_dir_all(&dir)?;
     }
     Ok(())
 }

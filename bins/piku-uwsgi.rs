@@ -1,27 +1,12 @@
-//! piku-uwsgi: the app's workers, as uWSGI vassals under the emperor.
-//!
-//!   piku-uwsgi --check <app> <release-id>   render a staged release, publish nothing
-//!   piku-uwsgi --stage <app> <release-id>   start the release's web-facing
-//!                               workers as a new generation, beside whatever
-//!                               runs, and wait until they answer (the health
-//!                               check); a release that does not is stopped again
-//!   piku-uwsgi <app>            make the workers match the live release
-//!                               (Procfile + SCALING + LIVE_ENV): switch nginx's
-//!                               stable sockets to the staged generation, replace
-//!                               the background workers; older generations are
-//!                               left to drain (stopped at once when PIKU_DRAIN_SECONDS=0)
-//!   piku-uwsgi --retire <app>   wait out the drain of older generations, then stop them
-//!   piku-uwsgi --repair <app>   after a stopped deploy (`piku repair`): stop generations
-//!                               staged but never switched, then as `piku-uwsgi <app>`
-//!   piku-uwsgi --stop|--start|--restart|--destroy <app>
-//!   piku-uwsgi --ps <app> [--json]        worker counts and which workers run
-//!   piku-uwsgi --scale <app> kind=N...    validate and store SCALING (applied by the swap)
-//!   piku-uwsgi --logs <app> [kind] [-n N] [--no-follow]
-//!   piku-uwsgi --setup          write the emperor's uwsgi/uwsgi.ini
+//! piku-uwsgi: the app's workers, as uWSGI vassals under the emperor. Its
+//! modes (check, stage, publish, restart, retire, stop, start, destroy, ps,
+//! scale, logs, setup) are the subcommands in piku-uwsgi/args.rs;
+//! `piku-uwsgi --help` and `piku-uwsgi <mode> --help` print their help.
 //!
 //! A vassal is written to uwsgi-available/ and published by an atomic rename
 //! into uwsgi-enabled/, which the emperor watches (names: lib vassals.rs; the
-//! generations of web-facing workers: lib swap.rs).
+//! generations of web-facing workers: lib swap.rs, and piku-uwsgi/swap.rs for
+//! stage, switch and retire).
 //!
 //! Settings (the app's ENV, else $PIKU_ROOT/settings): PIKU_HEALTHCHECK_TIMEOUT
 //! (seconds, default 30), PIKU_HEALTHCHECK_PATH (a path that must answer 2xx or
@@ -30,8 +15,9 @@
 //! switch, for requests in flight; default 3), PIKU_STOP_TIMEOUT (how long to
 //! wait for nginx's old workers, and for stopped workers to exit; default 30).
 
+use fs_err as fs;
 use piku::envfile;
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::release::{self, Release};
 use piku::scaling::{self, read_scaling};
 use piku::vassals::{app_vassals, is_web_facing, parse_vassal, worker_label};
@@ -40,6 +26,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+#[path = "piku-uwsgi/args.rs"]
+mod args;
 #[path = "piku-uwsgi/render.rs"]
 mod render;
 #[path = "piku-uwsgi/repair.rs"]
@@ -48,6 +36,7 @@ mod repair;
 mod report;
 #[path = "piku-uwsgi/swap.rs"]
 mod swap;
+use args::{Args, Mode};
 use render::{Which, render_all};
 use swap::{retire, seconds, stage};
 
@@ -58,12 +47,13 @@ const LOG_MAXSIZE: &str = "1048576";
 const JVM_UWSGI_JAR: &str = "/usr/share/java/uwsgi.jar";
 
 fn main() -> ExitCode {
-    output::run_main("piku-uwsgi", |args| {
+    let args: Args = piku::cli::parse();
+    output::run("piku-uwsgi", || {
         let root = Root::from_env();
-        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["--setup"] => setup(&root),
-            ["--check", app, id] => {
-                let rel = Release::open(&root, &AppName::parse(app)?, id)?;
+        match args.mode {
+            Mode::Setup(_) => setup(&root),
+            Mode::Check(a) => {
+                let rel = Release::open(&root, &AppName::parse(&a.app)?, &a.release)?;
                 let env = envfile::read_literal(&rel.fact_file("env"))?
                     .ok_or_else(|| Error::new(format!("release {} of '{}' has no resolved environment; run piku-config first", rel.id, rel.app)))?;
                 // A generation's ports are handed out when it starts: check with placeholders.
@@ -74,21 +64,23 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            ["--repair", app] => repair::repair(&root, &release::existing_app(&root, app)?),
-            ["--retire", app] => retire(&root, &release::existing_app(&root, app)?),
-            ["--stage", app, id] => stage(&root, &Release::open(&root, &AppName::parse(app)?, id)?),
-            ["--stop", app] => stop(&root, &release::existing_app(&root, app)?),
-            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
-            ["--ps", app] => report::ps(&root, &release::existing_app(&root, app)?, false),
-            ["--ps", app, "--json"] => report::ps(&root, &release::existing_app(&root, app)?, true),
-            ["--scale", app, pairs @ ..] if !pairs.is_empty() => report::scale(&root, &release::existing_app(&root, app)?, pairs),
-            ["--logs", app, rest @ ..] => report::logs(&root, &release::existing_app(&root, app)?, rest),
-            ["--start", app] => start(&root, &release::existing_app(&root, app)?),
-            ["--restart", app] => publish(&root, &release::existing_app(&root, app)?, true),
-            [app] if !app.starts_with('-') => publish(&root, &release::existing_app(&root, app)?, false),
-            _ => Err(Error::usage(
-                "usage: piku-uwsgi <app> | --check|--stage <app> <release-id> | --retire|--repair <app> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
-            )),
+            Mode::Repair(a) => repair::repair(&root, &release::existing_app(&root, &a.app)?),
+            Mode::Retire(a) => retire(&root, &release::existing_app(&root, &a.app)?),
+            Mode::Stage(a) => stage(&root, &Release::open(&root, &AppName::parse(&a.app)?, &a.release)?),
+            Mode::Stop(a) => stop(&root, &release::existing_app(&root, &a.app)?),
+            Mode::Destroy(a) => destroy(&root, &AppName::parse(&a.app)?),
+            Mode::Ps(a) => report::ps(&root, &release::existing_app(&root, &a.app)?, a.json),
+            Mode::Scale(a) => {
+                let pairs: Vec<&str> = a.pairs.iter().map(String::as_str).collect();
+                if pairs.is_empty() {
+                    return Err(Error::usage("scale needs at least one kind=N; see piku-uwsgi scale --help"));
+                }
+                report::scale(&root, &release::existing_app(&root, &a.app)?, &pairs)
+            }
+            Mode::Logs(a) => report::logs(&root, &release::existing_app(&root, &a.app)?, a.kind.as_deref(), a.lines, !a.no_follow),
+            Mode::Start(a) => start(&root, &release::existing_app(&root, &a.app)?),
+            Mode::Restart(a) => publish(&root, &release::existing_app(&root, &a.app)?, true),
+            Mode::Publish(a) => publish(&root, &release::existing_app(&root, &a.app)?, false),
         }
     })
 }
@@ -156,7 +148,7 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     let procfile = rel.procfile()?;
     let scaling = wanted_scaling(root, &rel)?;
     let text = scaling::render_counts(procfile.workers().map(|w| (w.kind.as_str(), scaling[&w.kind])));
-    if std::fs::read_to_string(root.scaling_file(app)).ok().as_deref() != Some(text.as_str()) {
+    if fs::read_to_string(root.scaling_file(app)).ok().as_deref() != Some(text.as_str()) {
         atomic::write_file(&root.scaling_file(app), text.as_bytes(), 0o644)?;
     }
     let per_release = piku::swap::per_release(&env) && procfile.workers().any(|w| is_web_facing(&w.kind));
@@ -168,7 +160,7 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     }
     let wanted = render_all(root, &rel, &env, &scaling, generation.as_ref().map(|(g, r)| (*g, r)), Which::All)?;
     let log_dir = root.log_dir(app);
-    std::fs::create_dir_all(&log_dir).at("create directory", &log_dir)?;
+    fs::create_dir_all(&log_dir)?;
     let available = root.dir("uwsgi-available");
     let enabled = root.dir("uwsgi-enabled");
     if let Some((g, _)) = &generation {
@@ -185,11 +177,11 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
 
     let restart = force || envfile::flag(&env, "PIKU_AUTO_RESTART", true);
     for (name, text) in wanted.iter().filter(|(n, _)| parse_vassal(app, n).is_some_and(|(_, _, t)| t.is_none())) {
-        if std::fs::read_to_string(available.join(name)).ok().as_deref() != Some(text.as_str()) {
+        if fs::read_to_string(available.join(name)).ok().as_deref() != Some(text.as_str()) {
             atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
         }
         let live = enabled.join(name);
-        let current = std::fs::read_to_string(&live).ok();
+        let current = fs::read_to_string(&live).ok();
         if current.is_none() || (restart && current.as_deref() != Some(text.as_str())) {
             atomic::write_file_newer(&live, text.as_bytes(), 0o644)?;
             let verb = if current.is_some() { "Restarting" } else { "Spawning" };
@@ -285,19 +277,19 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
     // The sockets and links nginx reached the workers through; the swap's records.
     let nginx = root.dir("nginx");
     let longer = piku::vassals::longer_apps(root, app);
-    for file in std::fs::read_dir(&nginx).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_else(|_| vec![]) {
+    for file in fs::read_dir(&nginx).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_else(|_| vec![]) {
         if file.ends_with(".sock") && (file == format!("{app}.sock") || piku::vassals::is_apps_file(&longer, app, &file)) {
             atomic::remove_file(&nginx.join(&file))?;
         }
     }
     let records = piku::swap::dir(root, app);
     if records.exists() {
-        std::fs::remove_dir_all(&records).at("remove", &records)?;
+        fs::remove_dir_all(&records)?;
     }
     atomic::remove_file(&root.scaling_file(app))?;
     let logs = root.log_dir(app);
     if logs.exists() {
-        std::fs::remove_dir_all(&logs).at("remove", &logs)?;
+        fs::remove_dir_all(&logs)?;
     }
     Ok(())
 }

@@ -12,9 +12,9 @@ use crate::swap;
 use crate::vassals::{app_vassals, parse_vassal};
 use std::fs::{File, TryLockError};
 
-/// Is a `piku-uwsgi --retire <app>` running now (an older generation in its drain)?
+/// Is a `piku-uwsgi retire <app>` running now (an older generation in its drain)?
 fn draining(app: &AppName) -> bool {
-    let want = format!("--retire\0{app}\0");
+    let want = format!("\0retire\0{app}\0");
     crate::process::cmdlines().iter().any(|(_, c)| {
         let c = String::from_utf8_lossy(c);
         c.contains("piku-uwsgi\0") && c.ends_with(&want)
@@ -58,11 +58,11 @@ pub fn findings(root: &Root, app: &AppName) -> Result<Vec<String>> {
             // nginx's stable sockets: each a link to the live generation's.
             let nginx = root.dir("nginx");
             let longer = crate::vassals::longer_apps(root, app);
-            for file in std::fs::read_dir(&nginx).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()).unwrap_or_default() {
+            for file in fs_err::read_dir(&nginx).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()).unwrap_or_default() {
                 if !(file == format!("{app}.sock") || crate::vassals::is_apps_file(&longer, app, &file)) {
                     continue;
                 }
-                let Ok(target) = std::fs::read_link(nginx.join(&file)) else {
+                let Ok(target) = fs_err::read_link(nginx.join(&file)) else {
                     // A generation's own socket: left behind once it has no record and no worker.
                     let label = file.strip_prefix(&format!("{app}_")).and_then(|f| f.strip_suffix(".sock")).unwrap_or_default();
                     if let Some(g) = crate::vassals::parse_worker_id(label).and_then(|(_, _, t)| swap::parse_tag(&t?)) {

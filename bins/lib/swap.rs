@@ -20,6 +20,7 @@ use crate::envfile::{self, Env};
 use crate::error::{Error, Result};
 use crate::paths::Root;
 use crate::{atomic, scaling};
+use fs_err as fs;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -47,10 +48,10 @@ pub fn parse_tag(tag: &str) -> Option<u32> {
 }
 
 fn read_number(path: &std::path::Path) -> Result<Option<u32>> {
-    match std::fs::read_to_string(path) {
+    match fs::read_to_string(path) {
         Ok(t) => t.trim().parse().map(Some).map_err(|_| Error::new(format!("{} should hold a number, not {:?}", path.display(), t.trim()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", path, e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -80,10 +81,10 @@ pub struct Generation {
 
 pub fn read(root: &Root, app: &AppName, generation: u32) -> Result<Option<Generation>> {
     let path = dir(root, app).join(tag(generation));
-    let text = match std::fs::read_to_string(&path) {
+    let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", &path, e)),
+        Err(e) => return Err(e.into()),
     };
     let mut out = Generation::default();
     for line in text.lines() {
@@ -110,10 +111,10 @@ pub fn remove(root: &Root, app: &AppName, generation: u32) -> Result<()> {
 
 /// The generations that have a record, oldest first.
 pub fn generations(root: &Root, app: &AppName) -> Result<Vec<u32>> {
-    let mut out: Vec<u32> = match std::fs::read_dir(dir(root, app)) {
+    let mut out: Vec<u32> = match fs::read_dir(dir(root, app)) {
         Ok(rd) => rd.filter_map(|e| e.ok()).filter_map(|e| parse_tag(&e.file_name().to_string_lossy())).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-        Err(e) => return Err(Error::io("list", &dir(root, app), e)),
+        Err(e) => return Err(e.into()),
     };
     out.sort();
     Ok(out)
@@ -139,7 +140,7 @@ pub fn stable_socket(root: &Root, app: &AppName, kind: &str, n: u32) -> PathBuf 
 fn claimed_ports(root: &Root) -> Vec<u16> {
     let mut claimed = Vec::new();
     let names = |d: &str| -> Vec<String> {
-        std::fs::read_dir(root.dir(d)).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+        fs::read_dir(root.dir(d)).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
     };
     for name in names("envs") {
         let dir = root.dir("envs").join(&name);

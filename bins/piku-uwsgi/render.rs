@@ -10,6 +10,7 @@ use piku::scaling;
 use piku::swap::{self, Generation};
 use piku::vassals::{is_web_facing, vassal_name, worker_id};
 use piku::{AppName, Root, syntax, templates};
+use fs_err as fs;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -95,7 +96,7 @@ pub fn render_all(
             let name = vassal_name(&rel.app, &worker.kind, n, tag.as_deref());
             // A reloaded vassal keeps its old process environment (uWSGI
             // re-execs itself): unset what the running one had and this one drops.
-            let running = std::fs::read_to_string(root.dir("uwsgi-enabled").join(&name)).unwrap_or_default();
+            let running = fs::read_to_string(root.dir("uwsgi-enabled").join(&name)).unwrap_or_default();
             let removed: Vec<String> = running
                 .lines()
                 .filter_map(|l| l.strip_prefix("env = ")?.split_once('=').map(|(k, _)| k.to_string()))
@@ -277,7 +278,7 @@ pub fn number(name: &str, value: &str) -> Result<String> {
 fn include_settings(rel: &Release, env: &Env) -> Result<Vec<(String, String)>> {
     let Some(file) = env.get("UWSGI_INCLUDE_FILE").filter(|f| !f.is_empty()) else { return Ok(vec![]) };
     let path = rel.dir.join(file);
-    let text = std::fs::read_to_string(&path)
+    let text = fs::read_to_string(&path)
         .map_err(|e| Error::new(format!("UWSGI_INCLUDE_FILE {file:?} of '{}' cannot be read: {e}", rel.app)))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {

@@ -1,4 +1,4 @@
-//! `--repair <app>`: the workers' part of `piku repair`, which
+//! `repair <app>`: the workers' part of `piku repair`, which
 //! hooks/post-receive runs under the app's deploy lock once LIVE_ENV is the
 //! live release's again. What a deploy chain stopped dead (kill -9, a power
 //! cut) can leave: a generation staged but never switched (stopped here;
@@ -6,7 +6,7 @@
 //! chain stopped between the link switch and the worker switch, so the swap
 //! switches to it), a live generation with workers missing, nginx's stable
 //! sockets still on an older generation. Then the workers are published as a
-//! deploy would; `--retire` stops what is older. Findings: lib repair.rs.
+//! deploy would; `retire` stops what is older. Findings: lib repair.rs.
 
 use piku::envfile;
 use piku::error::Result;
@@ -61,7 +61,7 @@ fn remove_orphan_sockets(root: &Root, app: &AppName) -> Result<()> {
     let running = vassals::running_workers();
     let nginx = root.dir("nginx");
     let longer = vassals::longer_apps(root, app);
-    for file in std::fs::read_dir(&nginx).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()).unwrap_or_default() {
+    for file in fs_err::read_dir(&nginx).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()).unwrap_or_default() {
         if !vassals::is_apps_file(&longer, app, &file) || nginx.join(&file).is_symlink() {
             continue;
         }

@@ -4,6 +4,7 @@ use piku::error::{Error, Result};
 use piku::release::Release;
 use piku::scaling::{self, read_scaling};
 use piku::vassals::{self, app_vassals, is_web_facing, parse_vassal, vassal_name, worker_id, worker_label};
+use fs_err as fs;
 use piku::{AppName, Root, atomic, output};
 
 /// SCALING, and for each worker whether its vassal is enabled and its master runs.
@@ -86,26 +87,11 @@ pub fn scale(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
 }
 
 /// `logs`: the last lines of each worker log (or one kind's), then follow.
-pub fn logs(root: &Root, app: &AppName, rest: &[&str]) -> Result<()> {
-    let mut kind: Option<&str> = None;
-    let mut lines = 20usize;
-    let mut follow = true;
-    let mut it = rest.iter();
-    while let Some(arg) = it.next() {
-        match *arg {
-            "--no-follow" => follow = false,
-            "-n" => {
-                let v = it.next().ok_or_else(|| Error::usage("-n needs a number of lines"))?;
-                lines = v.parse().map_err(|_| Error::usage(format!("-n needs a number of lines, not {v:?}")))?;
-            }
-            k if !k.starts_with('-') && kind.is_none() => kind = Some(k),
-            other => return Err(Error::usage(format!("logs: unexpected argument {other:?}"))),
-        }
-    }
+pub fn logs(root: &Root, app: &AppName, kind: Option<&str>, lines: usize, follow: bool) -> Result<()> {
     let dir = root.log_dir(app);
     // Web workers log per generation: show the live one's, as `kind.n`.
     let live = piku::swap::live(root, app)?.map(piku::swap::tag);
-    let mut files: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&dir)
+    let mut files: Vec<(String, std::path::PathBuf)> = fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())

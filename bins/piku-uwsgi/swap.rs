@@ -6,8 +6,9 @@
 
 use super::render::{Which, log_file, number, render_all};
 use super::wanted_scaling;
+use fs_err as fs;
 use piku::envfile::{self, Env};
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::health::{self, Check, Target};
 use piku::release::Release;
 use piku::settings;
@@ -44,7 +45,7 @@ fn targets(root: &Root, app: &AppName, env: &Env, g: u32, record: &Generation, w
 
 /// The last lines a worker logged since `offset`.
 fn log_lines_since(path: &Path, offset: u64, lines: usize) -> Vec<String> {
-    let text = std::fs::read(path).unwrap_or_default();
+    let text = fs::read(path).unwrap_or_default();
     let start = (offset as usize).min(text.len());
     let text = String::from_utf8_lossy(&text[start..]).into_owned();
     let mut all: Vec<String> = text.lines().map(str::to_string).collect();
@@ -92,7 +93,7 @@ pub fn stage(root: &Root, rel: &Release) -> Result<()> {
     let check_off = settings::for_app(root, &env, "PIKU_HEALTHCHECK")?.is_some_and(|v| matches!(v.to_lowercase().as_str(), "off" | "false" | "0" | "no"));
     let (enabled, available) = (root.dir("uwsgi-enabled"), root.dir("uwsgi-available"));
     let log_dir = root.log_dir(app);
-    std::fs::create_dir_all(&log_dir).at("create directory", &log_dir)?;
+    fs::create_dir_all(&log_dir)?;
     for (name, text) in &wanted {
         atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
         atomic::write_file(&enabled.join(name), text.as_bytes(), 0o644)?;
@@ -180,7 +181,7 @@ pub fn switch(root: &Root, app: &AppName, g: u32, wanted: &BTreeMap<String, Stri
         let link = swap::stable_socket(root, app, &kind, n);
         let target = swap::worker_socket(root, app, &kind, n, g);
         let target = Path::new(target.file_name().unwrap_or_default());
-        if std::fs::read_link(&link).ok().as_deref() != Some(target) {
+        if fs::read_link(&link).ok().as_deref() != Some(target) {
             atomic::replace_symlink(target, &link)?;
             output::step(format!("nginx now reaches {app}:{kind}.{n} through generation {g}"));
         }
@@ -244,7 +245,7 @@ fn say(root: &Root, app: &AppName, msg: String) {
     use std::io::Write;
     let path = root.log_dir(app).join("deploy.log");
     let line = format!("{} -----> {msg}\n", piku::release::utc_stamp(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())));
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(&path) {
         let _ = f.write_all(line.as_bytes());
     }
     output::step(msg);
@@ -283,7 +284,7 @@ fn forget_stopped(root: &Root, app: &AppName) -> Result<()> {
         let stopped = |g: u32| g < live && !running(g);
         if tag_of(&file, ".sock").is_some_and(stopped) {
             atomic::remove_file(&path)?;
-        } else if let Ok(target) = std::fs::read_link(&path) {
+        } else if let Ok(target) = fs::read_link(&path) {
             // A stable link to a stopped generation (an instance scaled away).
             if tag_of(&target.to_string_lossy(), ".sock").is_some_and(stopped) {
                 atomic::remove_file(&path)?;
@@ -301,5 +302,5 @@ fn forget_stopped(root: &Root, app: &AppName) -> Result<()> {
 }
 
 fn list(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+    fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
 }

@@ -40,7 +40,8 @@ thread_local! {
 fn push_to_200(s: &Server, app: &App, host: &str, want: &str) -> Result<f64, String> {
     let started = Instant::now();
     let out = app.deploy("main")?.all();
-    let staged = out.lines().find_map(|l| l.split("with HTTP ").nth(1)?.split_once('(')?.1.strip_suffix(" s)")?.parse::<f64>().ok());
+    // git pads each remote: line with blanks.
+    let staged = out.lines().find_map(|l| l.split("with HTTP ").nth(1)?.split_once('(')?.1.trim_end().strip_suffix(" s)")?.parse::<f64>().ok());
     STAGED_MS.with(|c| c.set(staged.map(|s| s * 1000.0)));
     loop {
         if let (200, body) = curl(s, host, "/") {
@@ -334,11 +335,11 @@ pub fn run_all(s: &Server) -> Result<(), String> {
     let by_hand: [(&str, Vec<&str>); 7] = [
         ("runuser alone (the wrapper's floor)", vec!["true"]),
         ("piku apps", vec!["piku", "apps"]),
-        ("piku-build", vec!["piku-build", "bench-big", &id]),
-        ("piku-config", vec!["piku-config", "bench-big", &id]),
-        ("piku-uwsgi --check", vec!["piku-uwsgi", "--check", "bench-big", &id]),
-        ("piku-nginx --check", vec!["piku-nginx", "--check", "bench-big", &id]),
-        ("piku-receive (already live)", vec!["piku-receive", "bench-big"]),
+        ("piku-build", vec!["piku-build", "build", "bench-big", &id]),
+        ("piku-config", vec!["piku-config", "resolve", "bench-big", &id]),
+        ("piku-uwsgi check", vec!["piku-uwsgi", "check", "bench-big", &id]),
+        ("piku-nginx check", vec!["piku-nginx", "check", "bench-big", &id]),
+        ("piku-receive (already live)", vec!["piku-receive", "checkout", "bench-big"]),
     ];
     for (label, argv) in by_hand {
         match peak_rss_kb(&mut s.as_user(&argv)) {

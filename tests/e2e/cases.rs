@@ -188,10 +188,11 @@ fn ssh_commands(s: &Server) -> Result<(), String> {
         return Err(format!("`apps` does not show 'ssh-commands-static' without '*' (no workers):\n{}", crate::client::indent(&apps)));
     }
 
-    // config:live: the environment the app runs with.
+    // config:live: the environment the app runs with (behind nginx each
+    // release's web workers get a PORT of their own: it is not the app's).
     let live = ssh(s, "config:live ssh-commands", None).ok("ssh config:live ssh-commands")?.stdout;
-    if !live.lines().any(|l| l.starts_with("PORT=")) || !live.lines().any(|l| l == "APP=ssh-commands") {
-        return Err(format!("config:live lacks PORT= or APP=ssh-commands:\n{}", crate::client::indent(&live)));
+    if !live.lines().any(|l| l == "APP=ssh-commands") || !live.lines().any(|l| l.starts_with("BIND_ADDRESS=")) {
+        return Err(format!("config:live lacks APP=ssh-commands or BIND_ADDRESS=:\n{}", crate::client::indent(&live)));
     }
 
     let help = ssh(s, "help", None).ok("ssh help")?;
@@ -249,7 +250,7 @@ fn tools_by_hand(s: &Server) -> Result<(), String> {
     let id = target.file_name().map(|f| f.to_string_lossy().into_owned()).ok_or("the apps/ link has no file name")?;
 
     let steps: [&[&str]; 5] =
-        [&["piku-receive", name], &["piku-build", name, &id], &["piku-config", name], &["piku-uwsgi", name], &["piku-nginx", name]];
+        [&["piku-receive", "checkout", name], &["piku-build", "build", name, &id], &["piku-config", "sync", name], &["piku-uwsgi", "publish", name], &["piku-nginx", "publish", name]];
     let mut snapshots = Vec::new();
     for round in 1..=2 {
         for step in steps {

@@ -137,15 +137,38 @@ fn owned_or_volatile(rel: &str, app: &str) -> bool {
         format!("repos/{app}"),
         format!("locks/{app}"),
         format!("logs/{app}"),
+        format!("workers/{app}"),
     ];
     own.iter().any(|o| p == o || p.starts_with(&format!("{o}/")))
         || p.starts_with(&format!("uwsgi-enabled/{app}_"))
         || p.starts_with(&format!("uwsgi-available/{app}_"))
         || p.starts_with(&format!("nginx/{app}."))
+        || p.starts_with(&format!("nginx/{app}_")) && p.ends_with(".sock")
         || p.starts_with("logs/")
         || p.starts_with("data/") && p.matches('/').count() > 1
         || p.starts_with("uwsgi/uwsgi")
         || p.starts_with("tmp/")
+}
+
+/// Every app's older generations of web workers have stopped: each
+/// workers/<app>/ holds only the live generation's record.
+fn drains_done(s: &Server) -> Result<(), String> {
+    crate::client::wait_for(std::time::Duration::from_secs(60), || {
+        for app in std::fs::read_dir(s.piku_root().join("workers")).into_iter().flatten().flatten() {
+            let live = std::fs::read_to_string(app.path().join("live")).unwrap_or_default();
+            let records: Vec<String> = std::fs::read_dir(app.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('g') && *n != format!("g{}", live.trim()))
+                .collect();
+            if !records.is_empty() {
+                return Err(format!("{} still drains {records:?}", app.file_name().to_string_lossy()));
+            }
+        }
+        Ok(())
+    })
 }
 
 pub fn injection_corpus(s: &Server) -> Result<(), String> {
@@ -161,6 +184,9 @@ pub fn injection_corpus(s: &Server) -> Result<(), String> {
     serves(s, other_host, "/", "bystander")?;
 
     let skip = |rel: &str| owned_or_volatile(rel, "inject");
+    // Earlier cases' apps may still be draining older workers (in the
+    // background, as they should): wait until they are done.
+    drains_done(s)?;
     let before = snapshot(&s.home(), &skip);
     let mut t = Tally::default();
     let marker = format!("/tmp/piku-e2e-injected-{}", std::process::id());

@@ -15,4 +15,5 @@ mod hardening;
 mod nginx;
 mod ownership;
 mod repair;
+mod tool_cli;
 mod workers;
