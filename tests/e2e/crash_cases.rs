@@ -75,7 +75,6 @@ const POINTS: &[Point] = &[
 fn crash_app<'s>(s: &'s Server, name: &str, host: &str, procfile_extra: &str) -> App<'s> {
     let app = App::new(s, name);
     app.write("Procfile", &format!("web: python3 app.py\nworker: python3 -c 'import time; time.sleep(100000)'\n{procfile_extra}"))
-        .write("ENV", &format!("NGINX_SERVER_NAME={host}\nPIKU_DRAIN_SECONDS=1\nPIKU_HEALTHCHECK_TIMEOUT=8\n"))
         .write(
             "app.py",
             r#"import os
@@ -92,7 +91,15 @@ class H(BaseHTTPRequestHandler):
 ThreadingHTTPServer((os.environ["BIND_ADDRESS"], int(os.environ["PORT"])), H).serve_forever()
 "#,
         );
+    set_version(&app, host, "v0");
     app
+}
+
+/// VERSION, and an ENV that differs from release to release (so LIVE_ENV
+/// tells which release it belongs to).
+fn set_version(app: &App, host: &str, v: &str) {
+    app.write("VERSION", v)
+        .write("ENV", &format!("NGINX_SERVER_NAME={host}\nPIKU_DRAIN_SECONDS=1\nPIKU_HEALTHCHECK_TIMEOUT=8\nCRASH_VERSION={v}\n"));
 }
 
 /// `git push` straight into the bare repo, its receive-pack run as the piku
@@ -241,7 +248,7 @@ struct Row {
 pub fn crash_at_every_step(s: &Server) -> Result<(), String> {
     let app = crash_app(s, APP, HOST, "");
     let mut n = 1;
-    app.write("VERSION", "c1");
+    set_version(&app, HOST, "c1");
     app.commit("c1")?;
     app.deploy("main")?;
     serves(s, HOST, "/", "version=c1")?;
@@ -309,7 +316,7 @@ fn run_point(s: &Server, app: &App, point: &Point, n: &mut u32, good: &mut Vec<(
         How::Push | How::FailingPush => {
             *n += 1;
             let v = if point.how == How::FailingPush { format!("broken{n}") } else { format!("c{n}") };
-            app.write("VERSION", &v);
+            set_version(app, HOST, &v);
             app.commit(&v)?;
             let out = push_with_fault(s, app, point.name);
             if out.code == 0 && point.name != "during-drain" {
@@ -362,7 +369,7 @@ fn run_point(s: &Server, app: &App, point: &Point, n: &mut u32, good: &mut Vec<(
     }
     *n += 1;
     let v = format!("c{n}");
-    app.write("VERSION", &v);
+    set_version(app, HOST, &v);
     app.commit(&v)?;
     let out = app.deploy("main")?;
     row.next_push = "ok".into();
@@ -437,7 +444,7 @@ fn two_apps(s: &Server, prefix: &str) -> Result<Vec<(String, String)>, String> {
         let name = format!("{prefix}{}", i + 1);
         let host = format!("{name}.example.test");
         let app = crash_app(s, &name, &host, extra);
-        app.write("VERSION", &format!("{name}-v1"));
+        set_version(&app, &host, &format!("{name}-v1"));
         app.commit("v1")?;
         app.deploy("main")?;
         serves(s, &host, "/", &format!("version={name}-v1"))?;
