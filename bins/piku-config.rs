@@ -10,17 +10,16 @@
 //! PORT: an app behind nginx gets no PORT here: each deploy's web workers
 //! get ports of their own from the swap (lib swap.rs, piku-uwsgi). The user
 //! may set PORT: then, and for an app not behind nginx (its users reach PORT
-//! directly), PORT stays put (PORTS) and workers restart in place.
+//! directly), PORT stays put and workers restart in place (the ports of
+//! further web instances, PORTS, are piku-uwsgi's).
 
 use argh::FromArgs;
 use fs_err as fs;
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
 use piku::release::{self, Release};
-use piku::scaling;
 use piku::settings::Settings;
 use piku::{AppName, Root, atomic, output, vassals};
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 /// The app's environment: resolve it for a release, publish it, show and
@@ -227,8 +226,7 @@ fn main() -> ExitCode {
                 let rel = Release::live_or_err(&root, &app)?;
                 let env = envfile::read_literal(&rel.fact_file("env"))?
                     .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; run piku-config resolve {app} {} first", rel.id, rel.id)))?;
-                write_env(&root.live_env_file(&app), &env)?;
-                sync_live_ports(&root, &app, &env)
+                write_env(&root.live_env_file(&app), &env)
             }
             Mode::Resolve(a) => {
                 let app = AppName::parse(&a.app)?;
@@ -246,7 +244,7 @@ fn main() -> ExitCode {
                 if envfile::read_literal(&rel.fact_file("env"))?.as_ref() != Some(&env) {
                     write_env(&rel.fact_file("env"), &env)?;
                 }
-                sync_live_ports(&root, &app, &env)
+                Ok(())
             }
         }
     })
@@ -311,42 +309,12 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
         }
     }
     if let Some(port) = env.get("PORT") {
-        let port = port
-            .parse::<u16>()
+        port.parse::<u16>()
             .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| Error::new(format!("PORT of '{app}' is {port:?}, not a TCP port number (1-65535)")))?;
-        write_web_ports(root, app, port)?;
     }
     Ok(env)
-}
-
-/// PORTS as written: `n:port`, one line per web instance.
-fn read_port_lines(root: &Root, app: &AppName) -> Result<BTreeMap<String, u32>> {
-    scaling::read_counts(&scaling::ports_file(root, app))
-}
-
-fn write_port_lines(root: &Root, app: &AppName, lines: &BTreeMap<String, u32>) -> Result<()> {
-    if &read_port_lines(root, app)? == lines {
-        return Ok(());
-    }
-    // In instance order.
-    let mut keys: Vec<&String> = lines.keys().collect();
-    keys.sort_by_key(|k| match k.split_once('.') {
-        Some((c, n)) => (1, c.to_string(), n.parse::<u32>().unwrap_or(0)),
-        None => (0, String::new(), k.parse::<u32>().unwrap_or(0)),
-    });
-    let text = scaling::render_counts(keys.into_iter().map(|k| (k.as_str(), lines[k])));
-    atomic::write_file(&scaling::ports_file(root, app), text.as_bytes(), 0o644)
-}
-
-/// The `n:port` lines nginx reads for an app whose workers restart in
-/// place: PORT and a kept port for each further instance.
-fn sync_live_ports(root: &Root, app: &AppName, env: &Env) -> Result<()> {
-    match env.get("PORT").map(|p| p.parse::<u16>()) {
-        Some(Ok(p)) => write_web_ports(root, app, p),
-        _ => Ok(()),
-    }
 }
 
 /// restart and rollback: the release's own resolved environment. A release
@@ -365,26 +333,6 @@ fn recolour(root: &Root, rel: &Release) -> Result<()> {
         write_env(&rel.fact_file("env"), &env)?;
     }
     Ok(())
-}
-
-/// PORTS: a port for each `web` instance SCALING asks for (instance 1 is
-/// PORT), kept across deploys so nginx and the workers agree.
-fn write_web_ports(root: &Root, app: &AppName, first: u16) -> Result<()> {
-    let count = scaling::read_scaling(root, app)?.get("web").copied().unwrap_or(1).max(1);
-    let old = scaling::read_web_ports(root, app)?;
-    let mut ports = BTreeMap::new();
-    ports.insert(1u32, first);
-    for n in 2..=count {
-        let port = match old.get(&n) {
-            Some(p) if *p != first => *p,
-            _ => free_port(root, &ports.values().copied().collect::<Vec<_>>())?,
-        };
-        ports.insert(n, port);
-    }
-    let mut lines = read_port_lines(root, app)?;
-    lines.retain(|k, _| k.contains('.'));
-    lines.extend(ports.iter().map(|(n, p)| (n.to_string(), u32::from(*p))));
-    write_port_lines(root, app, &lines)
 }
 
 /// The port the live release used, so a redeploy keeps it.

@@ -158,6 +158,9 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
         stage(root, &rel)?;
         generation = swap::chosen(root, app, &rel)?;
     }
+    if generation.is_none() {
+        render::in_place_ports(root, app, &env, &scaling, true)?;
+    }
     let wanted = render_all(root, &rel, &env, &scaling, generation.as_ref().map(|(g, r)| (*g, r)), Which::All)?;
     let log_dir = root.log_dir(app);
     fs::create_dir_all(&log_dir)?;
@@ -266,7 +269,8 @@ fn start(root: &Root, app: &AppName) -> Result<()> {
     retire(root, app)
 }
 
-/// Remove every vassal of the app, its SCALING and its logs (on `destroy`).
+/// Remove every vassal of the app, its sockets, SCALING, PORTS, the swap's
+/// records and its logs (on `destroy`).
 fn destroy(root: &Root, app: &AppName) -> Result<()> {
     for dir in ["uwsgi-enabled", "uwsgi-available"] {
         let dir = root.dir(dir);
@@ -287,6 +291,7 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
         fs::remove_dir_all(&records)?;
     }
     atomic::remove_file(&root.scaling_file(app))?;
+    atomic::remove_file(&scaling::ports_file(root, app))?;
     let logs = root.log_dir(app);
     if logs.exists() {
         fs::remove_dir_all(&logs)?;

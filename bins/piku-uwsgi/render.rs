@@ -9,7 +9,7 @@ use piku::release::Release;
 use piku::scaling;
 use piku::swap::{self, Generation};
 use piku::vassals::{is_web_facing, vassal_name, worker_id};
-use piku::{AppName, Root, syntax, templates};
+use piku::{AppName, Root, atomic, syntax, templates};
 use fs_err as fs;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -57,7 +57,7 @@ pub fn render_all(
     which: Which,
 ) -> Result<BTreeMap<String, String>> {
     let procfile = rel.procfile()?;
-    let ports = scaling::read_web_ports(root, &rel.app)?;
+    let ports = in_place_ports(root, &rel.app, env, scaling, false)?;
     let mut out = BTreeMap::new();
     for worker in procfile.workers().filter(|w| w.kind != "static") {
         let web_facing = is_web_facing(&worker.kind);
@@ -86,9 +86,7 @@ pub fn render_all(
                 }
                 // Each web instance listens on its own port (PORTS); nginx balances them.
                 None if worker.kind == "web" && n > 1 => {
-                    let port = ports.get(&n).ok_or_else(|| {
-                        Error::new(format!("web instance {n} of '{}' has no port yet; run piku-config {} first", rel.app, rel.app))
-                    })?;
+                    let port = ports.get(&n).ok_or_else(|| Error::new(format!("web instance {n} of '{}' has no port", rel.app)))?;
                     env.insert("PORT".into(), port.to_string());
                 }
                 None => {}
@@ -108,6 +106,30 @@ pub fn render_all(
         }
     }
     Ok(out)
+}
+
+/// PORTS, the port of each `web` instance of an app whose workers restart in
+/// place (PORT pinned, or not behind nginx): instance 1 is PORT, the others
+/// keep their port across deploys (nginx reads them). `write`: store what
+/// changed (publish); else new instances get a placeholder (check).
+pub fn in_place_ports(root: &Root, app: &AppName, env: &Env, scaling: &BTreeMap<String, u32>, write: bool) -> Result<BTreeMap<u32, u16>> {
+    let Some(first) = env.get("PORT").and_then(|p| p.parse::<u16>().ok()) else { return Ok(BTreeMap::new()) };
+    let count = scaling.get("web").copied().unwrap_or(1).max(1);
+    let old = scaling::read_web_ports(root, app)?;
+    let mut ports = BTreeMap::from([(1u32, first)]);
+    for n in 2..=count {
+        let port = match old.get(&n) {
+            Some(p) if *p != first => *p,
+            _ if write => swap::free_port(root, &ports.values().copied().collect::<Vec<_>>())?,
+            _ => 0,
+        };
+        ports.insert(n, port);
+    }
+    if write && old != ports {
+        let text = scaling::render_counts(ports.iter().map(|(n, p)| (n.to_string(), u32::from(*p))).collect::<Vec<_>>().iter().map(|(n, p)| (n.as_str(), *p)));
+        atomic::write_file(&scaling::ports_file(root, app), text.as_bytes(), 0o644)?;
+    }
+    Ok(ports)
 }
 
 /// Where a web-facing worker of a generation is reached.

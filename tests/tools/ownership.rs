@@ -21,8 +21,8 @@ fn owners(path: &str) -> &'static [&'static str] {
         ["releases", ..] => &["piku-receive"],
         // git's receive-pack, run by the front door, writes the objects.
         ["repos", ..] => &["piku-receive", "piku"],
-        ["envs", _, "SCALING"] => &["piku-uwsgi"],
-        ["envs", _, "ENV" | "LIVE_ENV" | "PORTS" | ".ENV.before"] => &["piku-config"],
+        ["envs", _, "SCALING" | "PORTS"] => &["piku-uwsgi"],
+        ["envs", _, "ENV" | "LIVE_ENV" | ".ENV.before"] => &["piku-config"],
         // The app's directory itself: whoever first puts a file of its own there.
         ["envs", _] => &["piku-config", "piku-build", "piku-uwsgi"],
         ["envs", _, ..] => &["piku-build"],

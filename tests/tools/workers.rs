@@ -247,3 +247,20 @@ fn bad_worker_settings_stop_the_deploy_with_the_variable_named() {
         assert_eq!(s.live_id("bad").unwrap(), live);
     }
 }
+
+#[test]
+fn ps_scale_of_an_app_restarting_in_place_gives_each_instance_a_kept_port() {
+    let s = Server::new();
+    let app = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n"), ("ENV", "NGINX_SERVER_NAME=pin.example.test\nPORT=8123\n")]);
+    s.push(&app, "pin", "main").ok();
+    s.ssh("ps:scale pin web=2").ok();
+    let ports = s.read("envs/pin/PORTS");
+    let second = ports.lines().find_map(|l| l.strip_prefix("2:")).expect("a port for web.2").to_string();
+    assert!(ports.starts_with("1:8123\n") && second != "8123", "{ports}");
+    assert!(s.read("uwsgi-enabled/pin_web.2.ini").contains(&format!("env = PORT={second}\n")));
+    let conf = s.read("nginx/pin.conf");
+    assert!(conf.contains("server 127.0.0.1:8123;") && conf.contains(&format!("server 127.0.0.1:{second};")), "{conf}");
+    // A redeploy keeps them.
+    s.ssh("deploy pin").ok();
+    assert_eq!(s.read("envs/pin/PORTS"), ports);
+}
