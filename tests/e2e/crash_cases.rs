@@ -190,8 +190,55 @@ fn chain_running(app: &str) -> bool {
     })
 }
 
+/// The TCP ports the app's processes listen on: every process under one
+/// of its uWSGI masters (titles `<app>:...`), its sockets found in /proc.
+fn listening_ports(app: &str) -> BTreeSet<u16> {
+    let procs: Vec<(String, String, String)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            pid.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_string();
+            let title = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).ok()?).into_owned();
+            Some((pid, ppid, title))
+        })
+        .collect();
+    let mut mine: BTreeSet<String> = procs.iter().filter(|(_, _, t)| t.starts_with(&format!("{app}:")) && t.contains(":uWSGI")).map(|(p, _, _)| p.clone()).collect();
+    loop {
+        let more: Vec<String> = procs.iter().filter(|(p, pp, _)| mine.contains(pp) && !mine.contains(p)).map(|(p, _, _)| p.clone()).collect();
+        if more.is_empty() {
+            break;
+        }
+        mine.extend(more);
+    }
+    let mut inodes = BTreeSet::new();
+    for pid in &mine {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
+            if let Some(inode) = std::fs::read_link(fd.path()).ok().and_then(|t| t.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string)) {
+                inodes.insert(inode);
+            }
+        }
+    }
+    let mut ports = BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                if let Some(port) = f[1].rsplit(':').next().and_then(|h| u16::from_str_radix(h, 16).ok()) {
+                    ports.insert(port);
+                }
+            }
+        }
+    }
+    ports
+}
+
 /// Nothing but the live generation's: vassals (enabled and available),
-/// running workers, records, sockets; nothing of the chain still running.
+/// running workers, listening ports, records, sockets; nothing of the chain
+/// still running.
 fn no_leftovers(s: &Server, app: &str, extra_kinds: &[&str]) -> Result<(), String> {
     let root = s.piku_root();
     let uid = crate::server::passwd_ids().map_or(u32::MAX, |ids| ids.0);
@@ -215,6 +262,12 @@ fn no_leftovers(s: &Server, app: &str, extra_kinds: &[&str]) -> Result<(), Strin
         let running: BTreeSet<String> = piku::vassals::running_workers_of(uid).into_iter().filter(|t| t.starts_with(&format!("{app}:"))).collect();
         if running != titles {
             return Err(format!("running workers {running:?}, expected {titles:?}"));
+        }
+        let record = read(root.join(format!("workers/{app}/g{live}")))?;
+        let want: BTreeSet<u16> = record.lines().filter_map(|l| l.split_once(':')?.1.trim().parse().ok()).collect();
+        let ports = listening_ports(app);
+        if ports != want || want.is_empty() {
+            return Err(format!("the app's workers listen on ports {ports:?}, expected the live generation's {want:?}"));
         }
         let records = names(root.join(format!("workers/{app}")), "");
         let want: BTreeSet<String> = ["live".to_string(), "next".to_string(), format!("g{live}")].into();
