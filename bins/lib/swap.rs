@@ -126,9 +126,10 @@ pub fn worker_socket(root: &Root, app: &AppName, kind: &str, n: u32, generation:
     root.dir("nginx").join(format!("{app}_{kind}.{n}.{}.sock", tag(generation)))
 }
 
-/// The socket nginx connects to, a symlink to the live generation's.
+/// The socket nginx connects to, a symlink to the live generation's
+/// (`nginx/<app>.sock` for the first wsgi worker, as piku names it).
 pub fn stable_socket(root: &Root, app: &AppName, kind: &str, n: u32) -> PathBuf {
-    if kind == "wsgi" {
+    if kind == "wsgi" && n == 1 {
         root.dir("nginx").join(format!("{app}.sock"))
     } else {
         root.dir("nginx").join(format!("{app}_{kind}.{n}.sock"))

@@ -219,7 +219,13 @@ fn upstream(root: &Root, app: &AppName, procfile: &Procfile, env: &Env) -> Resul
     let name = format!("piku_{}", app.as_str().replace(['.', '-'], "_"));
     if procfile.has("wsgi") {
         let sock = root.dir("nginx").join(format!("{app}.sock"));
-        return Ok(Some(Upstream { name, servers: vec![format!("unix:{}", sock.display())], uwsgi: true }));
+        let mut servers = vec![format!("unix:{}", sock.display())];
+        // wsgi=N: each further instance through its own stable socket (piku-uwsgi).
+        if piku::swap::per_release(env) {
+            let count = scaling::read_scaling(root, app)?.get("wsgi").copied().unwrap_or(1);
+            servers.extend((2..=count).map(|n| format!("unix:{}", piku::swap::stable_socket(root, app, "wsgi", n).display())));
+        }
+        return Ok(Some(Upstream { name, servers, uwsgi: true }));
     }
     // jwsgi serves HTTP too: the JVM handler wants its own request modifier (8).
     let http_kind = ["web", "jwsgi", "rwsgi", "php"].into_iter().find(|k| procfile.has(k));

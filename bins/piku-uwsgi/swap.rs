@@ -175,9 +175,6 @@ pub fn switch(root: &Root, app: &AppName, g: u32, wanted: &BTreeMap<String, Stri
     piku::fault::point("mid-switch");
     for name in wanted.keys() {
         let Some((kind, n, Some(_))) = parse_vassal(app, name) else { continue };
-        if kind == "wsgi" && n > 1 {
-            continue;
-        }
         let link = swap::stable_socket(root, app, &kind, n);
         let target = swap::worker_socket(root, app, &kind, n, g);
         let target = Path::new(target.file_name().unwrap_or_default());

@@ -321,37 +321,45 @@ pub fn zero_downtime_wsgi(s: &Server) -> Result<(), String> {
     if unique.len() != targets.len() {
         return Err(format!("the socket link pointed at {targets:?}: a socket was reused"));
     }
-    Ok(())
+    // wsgi=2: nginx balances both workers, each through its own stable socket.
+    ssh(s, "ps:scale zero-wsgi wsgi=2", None).ok("ssh ps:scale zero-wsgi wsgi=2")?;
+    only_live_workers_of(s, "zero-wsgi", "wsgi", 2)?;
+    settled(s, host)?;
+    serves(s, host, "/", "wsgi v3")
 }
 
-/// The app's enabled web vassals and its running web workers (process titles).
-fn web_workers(s: &Server, app: &str) -> Result<(Vec<String>, Vec<String>), String> {
+/// The app's enabled vassals of one kind and its running workers of that kind (process titles).
+fn web_workers(s: &Server, app: &str, kind: &str) -> Result<(Vec<String>, Vec<String>), String> {
     let mut enabled: Vec<String> = std::fs::read_dir(s.piku_root().join("uwsgi-enabled"))
         .map_err(|e| e.to_string())?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&format!("{app}_web.")))
+        .filter(|n| n.starts_with(&format!("{app}_{kind}.")))
         .collect();
     enabled.sort();
     let uid = crate::server::passwd_ids().map_or(u32::MAX, |ids| ids.0);
-    let running: Vec<String> = piku::vassals::running_workers_of(uid).into_iter().filter(|t| t.starts_with(&format!("{app}:web."))).collect();
+    let running: Vec<String> = piku::vassals::running_workers_of(uid).into_iter().filter(|t| t.starts_with(&format!("{app}:{kind}."))).collect();
     Ok((enabled, running))
 }
 
 /// Wait until exactly the live generation's web workers are enabled and
 /// running, as `ps` reports them: `count` instances, nothing draining.
 fn only_live_workers(s: &Server, app: &str, count: usize) -> Result<(), String> {
+    only_live_workers_of(s, app, "web", count)
+}
+
+fn only_live_workers_of(s: &Server, app: &str, kind: &str, count: usize) -> Result<(), String> {
     crate::client::wait_for(Duration::from_secs(60), || {
         let live = std::fs::read_to_string(s.piku_root().join(format!("workers/{app}/live"))).map_err(|e| e.to_string())?;
-        let want: Vec<String> = (1..=count).map(|n| format!("{app}_web.{n}.g{}.ini", live.trim())).collect();
-        let titles: Vec<String> = (1..=count).map(|n| format!("{app}:web.{n}.g{}", live.trim())).collect();
-        let (enabled, running) = web_workers(s, app)?;
+        let want: Vec<String> = (1..=count).map(|n| format!("{app}_{kind}.{n}.g{}.ini", live.trim())).collect();
+        let titles: Vec<String> = (1..=count).map(|n| format!("{app}:{kind}.{n}.g{}", live.trim())).collect();
+        let (enabled, running) = web_workers(s, app, kind)?;
         if enabled != want || running != titles {
             return Err(format!("enabled {enabled:?} and running {running:?}, expected {want:?} and {titles:?}"));
         }
         let ps = ssh(s, &format!("ps {app}"), None).ok(&format!("ssh ps {app}"))?.stdout;
-        let web: Vec<&str> = ps.lines().filter(|l| l.trim_start().starts_with("web")).collect();
-        let expected: Vec<String> = std::iter::once(format!("web:{count}")).chain((1..=count).map(|n| format!("  web.{n} running"))).collect();
+        let web: Vec<&str> = ps.lines().filter(|l| l.trim_start().starts_with(kind)).collect();
+        let expected: Vec<String> = std::iter::once(format!("{kind}:{count}")).chain((1..=count).map(|n| format!("  {kind}.{n} running"))).collect();
         if web != expected {
             return Err(format!("ps says {web:?}, expected {expected:?}"));
         }

@@ -431,6 +431,12 @@ fn a_wsgi_app_switches_by_its_socket_link() {
     assert!(s.root().join("uwsgi-enabled/w_wsgi.1.g2.ini").exists() && !s.root().join("uwsgi-enabled/w_wsgi.1.g1.ini").exists());
     // The background worker is one vassal, replaced in place (never two copies).
     assert!(s.read("uwsgi-enabled/w_worker.1.ini").contains(&format!("chdir = {}/releases/w/{}\n", s.root().display(), s.live_id("w").unwrap())));
+    // wsgi=2: nginx balances both, the second through a stable socket of its own.
+    s.ssh("ps:scale w wsgi=2").ok();
+    let second = s.root().join("nginx/w_wsgi.2.sock");
+    assert_eq!(std::fs::read_link(&second).unwrap(), std::path::Path::new("w_wsgi.2.g3.sock"));
+    assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("w_wsgi.1.g3.sock"));
+    assert!(s.read("nginx/w.conf").contains(&format!("server unix:{};", second.display())), "{}", s.read("nginx/w.conf"));
     s.ssh("destroy w").ok();
     assert!(!link.exists() && !link.is_symlink());
 }
