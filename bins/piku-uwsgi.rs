@@ -30,6 +30,8 @@ use std::process::ExitCode;
 mod args;
 #[path = "piku-uwsgi/render.rs"]
 mod render;
+#[path = "piku-uwsgi/repair.rs"]
+mod repair;
 #[path = "piku-uwsgi/report.rs"]
 mod report;
 #[path = "piku-uwsgi/swap.rs"]
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
+            Mode::Repair(a) => repair::repair(&root, &release::existing_app(&root, &a.app)?),
             Mode::Retire(a) => retire(&root, &release::existing_app(&root, &a.app)?),
             Mode::Stage(a) => stage(&root, &Release::open(&root, &AppName::parse(&a.app)?, &a.release)?),
             Mode::Stop(a) => stop(&root, &release::existing_app(&root, &a.app)?),

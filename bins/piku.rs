@@ -23,6 +23,8 @@ mod keys;
 mod plugins;
 #[path = "piku/releases.rs"]
 mod releases;
+#[path = "piku/repair.rs"]
+mod repair;
 
 use piku::error::{Error, Result};
 use piku::{Root, output, paths};

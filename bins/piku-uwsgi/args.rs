@@ -25,6 +25,7 @@ pub enum Mode {
     Publish(Publish),
     Restart(Restart),
     Retire(Retire),
+    Repair(Repair),
     Stop(Stop),
     Start(Start),
     Destroy(Destroy),
@@ -83,6 +84,21 @@ pub struct Publish {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "restart", help_triggers("-h", "--help"), example = "{command_name} myapp")]
 pub struct Restart {
+    /// the app
+    #[argh(positional)]
+    pub app: String,
+}
+
+/// after a stopped deploy (`piku repair`): stop what was staged, then publish.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "repair",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp",
+    note = "Run by hooks/post-receive with PIKU_REPAIR=1, under the deploy lock, once LIVE_ENV is the live release's: generations staged but never switched are stopped (unless they run the live release and the live generation does not: then they are switched to), sockets and vassal files of generations that no longer run are removed, then the workers are published as after a deploy."
+)]
+pub struct Repair {
     /// the app
     #[argh(positional)]
     pub app: String,

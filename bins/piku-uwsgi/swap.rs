@@ -99,6 +99,7 @@ pub fn stage(root: &Root, rel: &Release) -> Result<()> {
         atomic::write_file(&enabled.join(name), text.as_bytes(), 0o644)?;
         output::step(format!("Spawning {app}:{} (release {}) beside the live workers", worker_label(app, name), rel.id));
     }
+    piku::fault::point("after-spawn");
     if check_off {
         output::warn(format!("PIKU_HEALTHCHECK is off: '{app}' switches to its new workers without checking them"));
         return Ok(());
@@ -137,6 +138,7 @@ fn unstage(root: &Root, rel: &Release, g: u32, wanted: &BTreeMap<String, String>
     let app = &rel.app;
     for staged in wanted.keys() {
         let _ = atomic::remove_file(&root.dir("uwsgi-enabled").join(staged));
+        piku::fault::point("during-unstage");
         let _ = atomic::remove_file(&root.dir("uwsgi-available").join(staged));
     }
     let _ = swap::remove(root, app, g);
@@ -170,6 +172,7 @@ pub fn chosen(root: &Root, app: &AppName, rel: &Release) -> Result<Option<(u32, 
 /// Point nginx's stable socket of each web-facing worker at generation `g`'s.
 pub fn switch(root: &Root, app: &AppName, g: u32, wanted: &BTreeMap<String, String>) -> Result<()> {
     swap::set_live(root, app, g)?;
+    piku::fault::point("mid-switch");
     for name in wanted.keys() {
         let Some((kind, n, Some(_))) = parse_vassal(app, name) else { continue };
         let link = swap::stable_socket(root, app, &kind, n);
@@ -180,6 +183,7 @@ pub fn switch(root: &Root, app: &AppName, g: u32, wanted: &BTreeMap<String, Stri
             output::step(format!("nginx now reaches {app}:{kind}.{n} through generation {g}"));
         }
     }
+    piku::fault::point("after-switch");
     Ok(())
 }
 
@@ -205,6 +209,7 @@ pub fn retire(root: &Root, app: &AppName) -> Result<()> {
         let drain = seconds(root, &env, "PIKU_DRAIN_SECONDS", 3)?;
         let labels: Vec<String> = old.iter().map(|n| worker_label(app, n)).collect();
         say(root, app, format!("Draining {} of '{app}' for {} s (generation {live} is live)", labels.join(", "), drain.as_secs()));
+        piku::fault::point("during-drain");
         std::thread::sleep(drain);
         // nginx workers from before a reload finish their requests (to the
         // previous workers) before they exit: wait for them, bounded.
@@ -253,6 +258,14 @@ fn forget_stopped(root: &Root, app: &AppName) -> Result<()> {
     for g in swap::generations(root, app)? {
         if g < live && !running(g) {
             swap::remove(root, app, g)?;
+        }
+    }
+    // A stopped generation's vassal left in uwsgi-available (a rollback of a
+    // failed stage that was itself stopped after disabling it).
+    let available = root.dir("uwsgi-available");
+    for name in app_vassals(root, app, &available)? {
+        if parse_vassal(app, &name).and_then(|(_, _, t)| swap::parse_tag(&t?)).is_some_and(|g| g < live && !running(g)) {
+            atomic::remove_file(&available.join(&name))?;
         }
     }
     // Sockets of stopped generations, links to them; logs of all but the

@@ -5,7 +5,7 @@
 //! limited keys and the client's list of commands that take no app all
 //! follow from it.
 
-use crate::{Ctx, apps, certs, config, keys, releases};
+use crate::{Ctx, apps, certs, config, keys, releases, repair};
 use piku::error::{Error, Result};
 
 /// A front-door command: an argh subcommand struct that knows how to run.
@@ -100,6 +100,7 @@ pub const COMMANDS: &[Entry] = &[
     Entry::of::<releases::Releases>(Apps, App, true),
     Entry::of::<releases::Rollback>(Apps, App, true),
     Entry::of::<apps::Destroy>(Apps, App, true),
+    Entry::of::<repair::Repair>(Apps, App, true),
     Entry::of::<apps::Stop>(Apps, App, true),
     Entry::of::<apps::Start>(Apps, App, true),
     Entry::of::<releases::Restart>(Apps, App, true),

@@ -22,6 +22,7 @@ mod fault_cases;
 mod front_door_cases;
 mod worker_cases;
 mod client;
+mod crash_cases;
 mod server;
 mod load;
 mod zero_cases;

@@ -36,7 +36,7 @@ ThreadingHTTPServer((os.environ["BIND_ADDRESS"], int(os.environ["PORT"])), H).se
 
 /// nginx answers from its new workers only: after a reload, old workers
 /// with the previous configuration may take a moment to stop accepting.
-fn settled(s: &Server, host: &str) -> Result<(), String> {
+pub fn settled(s: &Server, host: &str) -> Result<(), String> {
     crate::client::wait_for(Duration::from_secs(30), || {
         for _ in 0..20 {
             match request(s.http_port, host) {
@@ -48,7 +48,7 @@ fn settled(s: &Server, host: &str) -> Result<(), String> {
     })
 }
 
-fn check_load(what: &str, load: &Load, samples: &[String]) -> Result<(), String> {
+pub fn check_load(what: &str, load: &Load, samples: &[String]) -> Result<(), String> {
     println!("    {what}: {load}");
     if load.ok == 0 {
         return Err(format!("{what}: the load generator got no answer at all"));
