@@ -18,7 +18,8 @@
 //!   piku-config --destroy <app>   remove envs/<app> (after the other tools removed theirs)
 //!
 //! Layers, later wins: bootstrap (APP, LOG_ROOT, DATA_ROOT, HOME, USER, PATH,
-//! PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT,
+//! PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, the add-ons' addons/<app>/ENV
+//! (DATABASE_URL, REDIS_URL, ..., written by piku-addons), envs/<app>/ENV; then PORT,
 //! BIND_ADDRESS, NGINX_IPV4/6_ADDRESS.
 //!
 //! PORT: an app behind nginx has two sets of ports, blue and green (PORTS);
@@ -113,6 +114,7 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
     }
 
     envfile::read_into(&mut env, &rel.dir.join("ENV"), true).map_err(|e| e.context(format!("the ENV file of '{app}'")))?;
+    envfile::read_into(&mut env, &root.addons_env_file(app), false).map_err(|e| e.context(format!("the add-ons of '{app}'")))?;
     envfile::read_into(&mut env, &root.user_env_file(app), true).map_err(|e| e.context(format!("the config of '{app}'")))?;
 
     let procfile = rel.procfile()?;

@@ -18,14 +18,26 @@ Apps:
   apps                          list apps; * marks those with running workers
   deploy <app>                  rebuild and restart the live release
   releases <app> [--json]       the kept releases: id, commit, date, status, message
-  rollback <app> [<id>]         make a kept release live again (default: the previous one)
-  destroy <app>                 remove an app (its data/ and cache/ are kept)
+  rollback <app> [<id>] [--with-data]   make a kept release live again (default: the
+                                previous one); --with-data: and its add-ons' data as it was
+  destroy <app> [--no-backup]   remove an app (its data/ and cache/ are kept; add-ons are
+                                dropped after a final backup into data/<app>/backups)
   stop|start|restart <app>      stop, start or restart the app's workers (restart: new
                                 web workers beside the old, switched when healthy)
   ps <app> [--json]             worker counts, and whether each worker runs
   ps:scale <app> KIND=N...      change worker counts (no rebuild)
   logs <app> [KIND] [-n N] [--no-follow]   show the workers' logs, then follow
   run <app> <cmd>...            run a command in the app's tree and environment
+
+Add-ons (PostgreSQL, Redis):
+  addons <app> [--json]         the app's add-ons
+  addons:create <app> postgres|redis   a database of its own; the app redeploys with
+                                DATABASE_URL, PG* or REDIS_URL
+  addons:destroy <app> <addon> [--keep-data] [--no-backup]   after a final backup
+  addons:backup <app> [<addon>] back up into data/<app>/backups/
+  addons:backups <app> [--json] the backups, newest first
+  addons:restore <app> <addon> <backup>   restore (after a fresh backup of what is there)
+  addons:shell <app> postgres   psql as the app (ssh -t for a terminal)
 
 Config:
   config <app> [--json]         show the app's own settings (envs/<app>/ENV)
@@ -88,12 +100,17 @@ fn dispatch(root: &Root, args: &[String]) -> Result<()> {
             run_chain_with(root, &app, &live.id, true)
         }
         ["releases", app, rest @ ..] if rest.is_empty() || rest == ["--json"] => releases(root, &release::existing_app(root, app)?, !rest.is_empty()),
-        ["rollback", app, rest @ ..] if rest.len() <= 1 => rollback(root, &release::existing_app(root, app)?, rest.first().copied()),
+        ["rollback", app, rest @ ..] if rest.iter().filter(|a| **a != "--with-data").count() <= 1 => {
+            let id = rest.iter().copied().find(|a| *a != "--with-data");
+            rollback(root, &release::existing_app(root, app)?, id, rest.contains(&"--with-data"))
+        }
         ["run", app, cmd @ ..] if !cmd.is_empty() => run(root, &release::existing_app(root, app)?, cmd),
         ["ps", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--ps", app, rest),
         ["logs", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--logs", app, rest),
         ["ps:scale", app, pairs @ ..] if !pairs.is_empty() => scale(root, &release::existing_app(root, app)?, pairs),
-        ["destroy", app] => destroy(root, &release::existing_app(root, app)?),
+        ["destroy", app] => destroy(root, &release::existing_app(root, app)?, true),
+        ["destroy", app, "--no-backup"] => destroy(root, &release::existing_app(root, app)?, false),
+        [cmd, rest @ ..] if *cmd == "addons" || cmd.starts_with("addons:") => addons_command(root, cmd, rest),
         ["certs:renew", apps @ ..] => exec(Command::new(paths::tool("piku-nginx")).arg("--renew").args(apps)),
         [cmd, ..] if is_known(cmd) => Err(Error::usage(format!("wrong arguments for '{cmd}'; see 'help'"))),
         [cmd, rest @ ..] => match plugin(root, cmd) {
@@ -434,9 +451,12 @@ fn scale(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
 }
 
 /// `destroy`: each tool removes its own files; data/ and cache/ are kept.
-fn destroy(root: &Root, app: &AppName) -> Result<()> {
+/// The add-ons go first, after a final backup each (`--no-backup`: none);
+/// a backup that fails stops the destroy before anything is removed.
+fn destroy(root: &Root, app: &AppName, backup: bool) -> Result<()> {
     let _lock = AppLock::acquire(root, app)?;
     output::step(format!("Destroying '{app}'"));
+    run_tool("piku-addons", &[&["destroy-app", app.as_str()][..], if backup { &[] } else { &["--no-backup"] }].concat())?;
     run_tool("piku-uwsgi", &["--destroy", app.as_str()])?;
     run_tool("piku-nginx", &["--destroy", app.as_str()])?;
     run_tool("piku-build", &["--destroy", app.as_str()])?;
@@ -528,7 +548,9 @@ fn releases(root: &Root, app: &AppName, json: bool) -> Result<()> {
 /// `rollback <app> [id]`: a kept release goes live again through the same
 /// swap as a deploy (new workers beside the old, switched when healthy),
 /// without a build, with the environment it was resolved with.
-fn rollback(root: &Root, app: &AppName, id: Option<&str>) -> Result<()> {
+/// `--with-data`: first the add-ons get back their data as it was while that
+/// release was live (piku-addons restore-release, after a fresh backup).
+fn rollback(root: &Root, app: &AppName, id: Option<&str>, with_data: bool) -> Result<()> {
     let rows = release_rows(root, app)?;
     let live = release::live_id(root, app);
     let target = match id {
@@ -546,6 +568,34 @@ fn rollback(root: &Root, app: &AppName, id: Option<&str>) -> Result<()> {
             })?
         }
     };
+    if with_data {
+        run_tool("piku-addons", &["restore-release", app.as_str(), &target])?;
+    }
     output::step(format!("Rolling '{app}' back to release {target}"));
-    run_chain_with(root, app, &target, true)
+    run_chain_with(root, app, &target, true).map_err(|e| {
+        if with_data {
+            Error::new(format!("{}; the add-ons' data was restored already (the data from before is in 'addons:backups {app}', reason prerestore)", e.message))
+        } else {
+            e
+        }
+    })
+}
+
+/// The add-on commands, handed to piku-addons (`addons:create app postgres`
+/// runs `piku-addons create app postgres`); argh checks the rest.
+fn addons_command(root: &Root, cmd: &str, rest: &[&str]) -> Result<()> {
+    let sub = match cmd {
+        "addons" => "list",
+        "addons:create" | "addons:destroy" | "addons:backup" | "addons:backups" | "addons:restore" | "addons:shell" => &cmd["addons:".len()..],
+        _ => return Err(Error::usage(format!("unknown command '{cmd}'; see 'help' for the add-on commands"))),
+    };
+    let Some(app) = rest.first() else { return Err(Error::usage(format!("{cmd} needs an app; see 'help'"))) };
+    let app = release::existing_app(root, app)?;
+    let mut argv = vec![sub, app.as_str()];
+    // After `--`, so that argh never takes the user's words for its flags.
+    let flags: Vec<&str> = rest[1..].iter().copied().filter(|a| a.starts_with("--")).collect();
+    argv.extend(flags.iter().copied());
+    argv.push("--");
+    argv.extend(rest[1..].iter().copied().filter(|a| !a.starts_with("--")));
+    exec(Command::new(paths::tool("piku-addons")).args(argv))
 }

@@ -69,6 +69,20 @@ impl Root {
     pub fn scaling_file(&self, app: &AppName) -> PathBuf {
         self.env_dir(app).join("SCALING")
     }
+    /// `addons/<app>/`: the app's add-ons (piku-addons): one facts file per
+    /// add-on (`postgres`, `redis`), their config, and `ENV`.
+    pub fn addons_dir(&self, app: &AppName) -> PathBuf {
+        self.root.join("addons").join(app.as_str())
+    }
+    /// `addons/<app>/ENV`: the variables the add-ons give the app
+    /// (DATABASE_URL, PG*, REDIS_URL), a layer of its environment.
+    pub fn addons_env_file(&self, app: &AppName) -> PathBuf {
+        self.addons_dir(app).join("ENV")
+    }
+    /// `data/<app>/backups/`: the add-ons' backups.
+    pub fn backups_dir(&self, app: &AppName) -> PathBuf {
+        self.data_dir(app).join("backups")
+    }
     pub fn lock_file(&self, app: &AppName) -> PathBuf {
         self.root.join("locks").join(app.as_str())
     }

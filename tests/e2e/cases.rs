@@ -61,6 +61,7 @@ pub const ALL: &[Case] = &[
     Case { name: "worker_kind_jwsgi", app: "kind-jwsgi", run: crate::worker_cases::jwsgi_app },
     Case { name: "worker_kind_rwsgi", app: "kind-rwsgi", run: crate::worker_cases::rwsgi_app },
     Case { name: "worker_uwsgi_knobs", app: "knobs", run: crate::worker_cases::uwsgi_knobs },
+    Case { name: "addons_postgres_redis", app: "addons", run: crate::addon_cases::postgres_and_redis },
 ];
 
 /// A static site: `static: public`, served by nginx from the release tree.

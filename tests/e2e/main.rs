@@ -10,6 +10,7 @@
 //! Its own harness (Cargo.toml: harness = false), so the daemons start and
 //! stop once, and a case that cannot run is reported as skipped.
 
+mod addon_cases;
 mod bench;
 mod build_cases;
 mod cases;

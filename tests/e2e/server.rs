@@ -30,6 +30,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("piku-config", env!("CARGO_BIN_EXE_piku-config")),
     ("piku-uwsgi", env!("CARGO_BIN_EXE_piku-uwsgi")),
     ("piku-nginx", env!("CARGO_BIN_EXE_piku-nginx")),
+    ("piku-addons", env!("CARGO_BIN_EXE_piku-addons")),
+    ("piku-pgadmin", env!("CARGO_BIN_EXE_piku-pgadmin")),
 ];
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The sudo rule, and the lock that lets one run at a time use the user.
