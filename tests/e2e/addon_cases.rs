@@ -75,7 +75,7 @@ impl Cluster {
             c.args(["-u", "postgres", "--"]).arg(bin.join(prog)).current_dir("/");
             c
         };
-        run(as_pg("initdb").args(["-q", "-A", "scram-sha-256", "--auth-local=peer", "-U", "postgres", "-D"]).arg(&data), None, COMMAND_TIMEOUT)
+        run(as_pg("initdb").args(["-N", "-A", "scram-sha-256", "--auth-local=peer", "-U", "postgres", "-D"]).arg(&data), None, COMMAND_TIMEOUT)
             .ok("initdb")?;
         let hba = "local all postgres peer\nhost all all 127.0.0.1/32 scram-sha-256\n";
         let hba_file = data.join("pg_hba.conf");
