@@ -11,6 +11,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("piku-config", env!("CARGO_BIN_EXE_piku-config")),
     ("piku-uwsgi", env!("CARGO_BIN_EXE_piku-uwsgi")),
     ("piku-nginx", env!("CARGO_BIN_EXE_piku-nginx")),
+    ("piku-addons", env!("CARGO_BIN_EXE_piku-addons")),
+    ("piku-pgadmin", env!("CARGO_BIN_EXE_piku-pgadmin")),
 ];
 
 pub struct Server {

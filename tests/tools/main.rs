@@ -6,6 +6,7 @@
 mod harness;
 
 mod access;
+mod addons;
 mod build;
 mod client;
 mod config;
