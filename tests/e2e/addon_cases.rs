@@ -82,7 +82,7 @@ impl Cluster {
         std::fs::write(&hba_file, hba).map_err(|e| format!("write pg_hba.conf: {e}"))?;
         let sudoers = PathBuf::from(format!("/etc/sudoers.d/piku-e2e-{}-pg", *USER));
         let cluster = Cluster { data: data.clone(), socket_dir: socket_dir.clone(), port, sudoers: sudoers.clone() };
-        let opts = format!("-k {} -p {port} -c listen_addresses=127.0.0.1 -c shared_buffers=16MB", socket_dir.display());
+        let opts = format!("-k {} -p {port} -c listen_addresses=127.0.0.1", socket_dir.display());
         run(as_pg("pg_ctl").arg("-D").arg(&data).arg("-l").arg(dir.join("log")).args(["-w", "-t", "60", "-o", &opts, "start"]), None, Duration::from_secs(90))
             .ok("pg_ctl start")?;
         let helper = s.work.join("prefix/bin/piku-pgadmin");
@@ -325,4 +325,82 @@ fn full_disk_backup(s: &Server, c: &Cluster, fa: &std::collections::BTreeMap<Str
     std::fs::rename(&aside, &dir).map_err(|e| e.to_string())?;
     psql_as(c, &fa["ROLE"], &fa["PASSWORD"], &fa["DATABASE"], "DROP TABLE filler").ok("drop the filler")?;
     result
+}
+
+/// PSS (kB) of `pid` and its descendants, from /proc (shared memory counted once).
+fn pss_tree_kb(pid: u32) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let rollup = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
+        total += rollup.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0);
+        let children = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        todo.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+    }
+    total
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// tests/bench: addons:create postgres (with and without the app's
+/// redeploy), a backup of a ~100 MB database, and the memory the add-ons
+/// hold on an idle server. Rows for the bench's table.
+pub fn bench(s: &Server) -> Result<Vec<(String, String)>, String> {
+    let mut table = Vec::new();
+    let cluster = Cluster::start(s)?;
+    let host = "bench-addons.example.test";
+    let app = App::new(s, "bench-addons");
+    app.write("Procfile", "static: public\n").write("ENV", &format!("NGINX_SERVER_NAME={host}\n")).write("public/index.html", "db");
+    app.commit("one")?;
+    app.deploy("main")?;
+    let pg_pid = std::fs::read_to_string(cluster.data.join("postmaster.pid")).ok().and_then(|t| t.lines().next()?.trim().parse::<u32>().ok()).ok_or("no postmaster pid")?;
+    let idle_pg = pss_tree_kb(pg_pid);
+
+    let (mut alone, mut with_deploy) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        ssh(s, "addons:create bench-addons postgres --no-deploy", None).ok("addons:create --no-deploy")?;
+        alone.push(secs(t.elapsed()));
+        ssh(s, "addons:destroy bench-addons postgres --no-backup --no-deploy", None).ok("addons:destroy")?;
+        let t = std::time::Instant::now();
+        ssh(s, "addons:create bench-addons postgres", None).ok("addons:create")?;
+        with_deploy.push(secs(t.elapsed()));
+        ssh(s, "addons:destroy bench-addons postgres --no-backup --no-deploy", None).ok("addons:destroy")?;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        format!("{:.2} s (min {:.2}, max {:.2}, n={})", v[v.len() / 2], v[0], v[v.len() - 1], v.len())
+    };
+    table.push(("addons:create postgres (role + database, over ssh, no redeploy)".to_string(), median(&mut alone)));
+    table.push(("addons:create postgres, with the app's redeploy (static app)".to_string(), median(&mut with_deploy)));
+
+    ssh(s, "addons:create bench-addons postgres --no-deploy", None).ok("addons:create")?;
+    let f = facts(s, "bench-addons", "postgres")?;
+    psql_as(&cluster, &f["ROLE"], &f["PASSWORD"], &f["DATABASE"], "CREATE TABLE big AS SELECT i, md5(i::text) || md5((i + 1)::text) AS v FROM generate_series(1, 1000000) i")
+        .ok("fill 100 MB")?;
+    let size = psql_as(&cluster, &f["ROLE"], &f["PASSWORD"], &f["DATABASE"], "SELECT pg_database_size(current_database())").ok("size")?.stdout;
+    let mb = size.trim().parse::<f64>().unwrap_or(0.0) / 1_048_576.0;
+    let mut backups = Vec::new();
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        ssh(s, "addons:backup bench-addons postgres", None).ok("addons:backup")?;
+        backups.push(secs(t.elapsed()));
+    }
+    let newest = newest_backup(s, "bench-addons", "postgres", "manual")?;
+    let dump = std::fs::metadata(s.piku_root().join("data/bench-addons/backups").join(&newest)).map(|m| m.len()).unwrap_or(0) as f64 / 1_048_576.0;
+    table.push((format!("addons:backup of a {mb:.0} MB database (pg_dump -Fc, dump {dump:.1} MB)"), median(&mut backups)));
+
+    ssh(s, "addons:create bench-addons redis --no-deploy", None).ok("addons:create redis")?;
+    let redis_pid = std::fs::read_to_string(s.piku_root().join("data/bench-addons/redis/redis.pid")).ok().and_then(|p| p.trim().parse::<u32>().ok()).ok_or("no redis pid")?;
+    let ppid = std::fs::read_to_string(format!("/proc/{redis_pid}/stat")).ok().and_then(|st| st.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse::<u32>().ok()).unwrap_or(redis_pid);
+    // The vassal's uWSGI master (redis-server's parent) and redis-server.
+    let redis_kb = pss_tree_kb(ppid);
+    let busy_pg = pss_tree_kb(pg_pid);
+    table.push(("idle PostgreSQL cluster (Debian defaults), PSS before any app database".to_string(), format!("{:.1} MB", idle_pg as f64 / 1024.0)));
+    table.push(("PostgreSQL cluster PSS after the 100 MB database and its backups".to_string(), format!("{:.1} MB", busy_pg as f64 / 1024.0)));
+    table.push(("an app's idle Redis (uWSGI vassal master + redis-server), PSS".to_string(), format!("{:.1} MB", redis_kb as f64 / 1024.0)));
+    drop(cluster);
+    Ok(table)
 }

@@ -271,6 +271,8 @@ pub fn run_all(s: &Server) -> Result<(), String> {
         .sum();
     table.push(("size of all tools".into(), format!("{:>9.2} MB", total as f64 / 1_048_576.0)));
 
+    table.extend(crate::addon_cases::bench(s)?);
+
     println!();
     println!("| measure | figure |");
     println!("|---|---|");

@@ -80,6 +80,25 @@ fn main() -> ExitCode {
     };
     println!("e2e: sshd on 127.0.0.1:{}, nginx on 127.0.0.1:{}, work dir {}", server.ssh_port, server.http_port, server.work.display());
 
+    // The add-ons' figures alone (also part of --bench): `-- --bench-addons`.
+    if std::env::args().any(|a| a == "--bench-addons") {
+        let result = addon_cases::bench(&server);
+        drop(server);
+        return match result {
+            Ok(rows) => {
+                println!("\n| measure | figure |\n|---|---|");
+                for (k, v) in rows {
+                    println!("| {k} | {v} |");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("bench failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
     // tests/bench: the same server, measured instead of tested.
     if std::env::args().any(|a| a == "--bench") {
         let result = bench::run_all(&server);
