@@ -396,7 +396,9 @@ fn destroy(root: &Root, app: &AppName, addon: Addon, keep_data: bool, backup: bo
     require(root, app, addon)?;
     let _lock = if lock { Some(AppLock::acquire(root, app)?) } else { None };
     if backup {
-        backups::take(root, app, addon, "final")?;
+        backups::take(root, app, addon, "final").map_err(|e| {
+            e.context(format!("nothing was removed; to remove the {} of '{app}' without a final backup, add --no-backup", addon.name()))
+        })?;
     }
     let facts = read_facts(root, app, addon)?;
     output::step(format!("Removing the {} add-on of '{app}'{}", addon.name(), if keep_data { " (its data is kept)" } else { "" }));

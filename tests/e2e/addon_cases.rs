@@ -203,6 +203,15 @@ pub fn postgres_and_redis(s: &Server) -> Result<(), String> {
     ssh(s, "addons:restore addons-a postgres postgres_20200101-000000_none_manual.pgdump", None).fails_with("an unknown backup", "no such backup")?;
     ssh(s, "addons:restore addons-a postgres ../../ENV", None).fails_with("a path as a backup", "not a backup name")?;
 
+    // The list says what each app has; Redis runs.
+    let list = ssh(s, "addons addons-a --json", None).ok("addons --json")?.stdout;
+    if !list.contains("\"addon\":\"postgres\"") || !list.contains("\"state\":\"running\"") {
+        return Err(format!("addons addons-a --json:\n{}", indent(&list)));
+    }
+    // addons:shell is psql as the app (here fed on stdin, without a terminal).
+    let out = ssh(s, "addons:shell addons-a postgres", Some("SELECT current_user || '/' || current_database();\n")).ok("addons:shell")?;
+    expect_text(&out.stdout, "piku_addons-a/piku_addons-a", "addons:shell")?;
+
     // A row written through DATABASE_URL comes back through nginx; B has its own.
     get(s, ha, "/write?v=first", "written")?;
     get(s, ha, "/read", "rows=first")?;
@@ -259,6 +268,11 @@ pub fn postgres_and_redis(s: &Server) -> Result<(), String> {
     if kept > 7 {
         return Err(format!("{kept} postgres backups kept, ADDONS_KEEP_BACKUPS is 7"));
     }
+
+    // The nightly backup (the systemd timer's or cron's command), as the piku user.
+    s.run_as_user(&["piku-addons", "nightly"])?;
+    newest_backup(s, "addons-a", "postgres", "nightly")?;
+    newest_backup(s, "addons-b", "postgres", "nightly")?;
 
     // A full disk during a backup: a clear error, nothing lost, nothing half-written.
     full_disk_backup(s, &cluster, &fa)?;
