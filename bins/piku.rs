@@ -163,7 +163,7 @@ impl Access {
 }
 
 /// Our own tools are never plugins.
-const TOOLS: &[&str] = &["receive", "build", "config", "uwsgi", "nginx"];
+const TOOLS: &[&str] = &["receive", "build", "config", "uwsgi", "nginx", "addons", "pgadmin"];
 
 /// A server plugin, git-style: `piku foo` runs an executable `piku-foo` from
 /// $PIKU_ROOT/plugins/, else from PATH.

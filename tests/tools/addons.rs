@@ -20,6 +20,9 @@ fn bad_add_on_commands_say_what_is_wrong_and_change_nothing() {
     s.ssh("addons:shell site postgres").fails(1, "has no postgres add-on");
     s.ssh("addons:destroy site redis").fails(1, "has no redis add-on");
     s.ssh("addons:frobnicate site").fails(2, "unknown command 'addons:frobnicate'");
+    // The tools are never plugins: `pgadmin` from ssh runs nothing.
+    s.ssh("pgadmin drop site").fails(2, "unknown command 'pgadmin'");
+    assert!(!s.ssh("help").ok().stdout.contains("Plugins:"));
     assert!(!s.root().join("addons").exists(), "nothing was written for the add-ons");
 }
 
