@@ -92,35 +92,11 @@ pub fn create(root: &Root, app: &AppName) -> Result<Env> {
     let mut facts = Env::new();
     facts.insert("SOCKET".into(), plain_path(&socket)?);
     facts.insert("PASSWORD".into(), random_secret()?);
-    facts.insert("MAXMEMORY".into(), maxmemory.clone());
+    facts.insert("MAXMEMORY".into(), maxmemory);
     atomic::create_dir_all(&dir)?;
     fs_err::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(|e| Error::new(e.to_string()))?;
-    let conf = templates::render(
-        root,
-        "redis.conf.j2",
-        CONF_TEMPLATE,
-        &ConfCtx {
-            app: app.to_string(),
-            socket: facts["SOCKET"].clone(),
-            dir: plain_path(&dir)?,
-            pidfile: plain_path(&dir.join("redis.pid"))?,
-            password: facts["PASSWORD"].clone(),
-            maxmemory,
-            policy,
-        },
-    )?;
+    let (conf, vassal) = render(root, app, &facts, &server, &policy)?;
     atomic::write_file(&conf_file(root, app), conf.as_bytes(), 0o600)?;
-    let vassal = templates::render(
-        root,
-        "redis.ini.j2",
-        VASSAL_TEMPLATE,
-        &VassalCtx {
-            app: app.to_string(),
-            log_file: plain_path(&dir.join("redis.log"))?,
-            redis_server: plain_path(&server)?,
-            conf: plain_path(&conf_file(root, app))?,
-        },
-    )?;
     atomic::write_file(&vassal_file(root, app), vassal.as_bytes(), 0o644)?;
     if let Err(e) = wait_running(&facts, None) {
         let _ = atomic::remove_file(&vassal_file(root, app));
@@ -135,6 +111,37 @@ pub fn create(root: &Root, app: &AppName) -> Result<Env> {
     }
     output::detail(format!("redis-server on {} (maxmemory {})", facts["SOCKET"], facts["MAXMEMORY"]));
     Ok(facts)
+}
+
+/// redis.conf and the vassal, from the add-on's facts.
+fn render(root: &Root, app: &AppName, facts: &Env, server: &Path, policy: &str) -> Result<(String, String)> {
+    let dir = data_dir(root, app);
+    let conf = templates::render(
+        root,
+        "redis.conf.j2",
+        CONF_TEMPLATE,
+        &ConfCtx {
+            app: app.to_string(),
+            socket: facts["SOCKET"].clone(),
+            dir: plain_path(&dir)?,
+            pidfile: plain_path(&dir.join("redis.pid"))?,
+            password: facts["PASSWORD"].clone(),
+            maxmemory: facts["MAXMEMORY"].clone(),
+            policy: policy.to_string(),
+        },
+    )?;
+    let vassal = templates::render(
+        root,
+        "redis.ini.j2",
+        VASSAL_TEMPLATE,
+        &VassalCtx {
+            app: app.to_string(),
+            log_file: plain_path(&dir.join("redis.log"))?,
+            redis_server: plain_path(server)?,
+            conf: plain_path(&conf_file(root, app))?,
+        },
+    )?;
+    Ok((conf, vassal))
 }
 
 pub fn app_env(f: &Env) -> Env {
@@ -278,6 +285,25 @@ mod tests {
         assert!(check_memory("lots").is_err());
         assert!(check_memory("64mb; x").is_err());
         assert_eq!(info_field("# P\r\nrdb_saves:3\r\nrdb_bgsave_in_progress:0\r\n", "rdb_saves").as_deref(), Some("3"));
+    }
+
+    /// Compared with tests/expected/ (regenerate on purpose: PIKU_BLESS=1).
+    #[test]
+    fn rendered_redis_conf_and_vassal() {
+        let root = Root::at("/home/piku/.piku");
+        let app = AppName::parse("hello").unwrap();
+        let mut facts = Env::new();
+        facts.insert("SOCKET".into(), "/home/piku/.piku/data/hello/redis/redis.sock".into());
+        facts.insert("PASSWORD".into(), "0123abcd".into());
+        facts.insert("MAXMEMORY".into(), "64mb".into());
+        let (conf, vassal) = render(&root, &app, &facts, Path::new("/usr/bin/redis-server"), "noeviction").unwrap();
+        for (name, text) in [("addon-redis.conf", conf), ("addon-redis.ini", vassal)] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/expected").join(name);
+            if std::env::var("PIKU_BLESS").is_ok_and(|v| v == "1") {
+                std::fs::write(&path, &text).unwrap();
+            }
+            assert_eq!(text, std::fs::read_to_string(&path).unwrap_or_default(), "{name} differs from {}", path.display());
+        }
     }
 
     #[test]
