@@ -445,9 +445,12 @@ fn list(root: &Root, app: &AppName, json: bool) -> Result<()> {
 /// The hook: before a release of an app with add-ons goes live (and before
 /// its release task, which may migrate), back them up, named for the release
 /// that is live now. `ADDONS_BACKUP_BEFORE_DEPLOY=false` skips it.
-fn before_deploy(root: &Root, app: &AppName, _release: &str) -> Result<()> {
+/// A redeploy of the live release (deploy, config:set, addons:create) brings
+/// no new code, so it takes none.
+fn before_deploy(root: &Root, app: &AppName, release: &str) -> Result<()> {
     let addons = installed(root, app);
-    if addons.is_empty() || release::live_id(root, app).is_none() {
+    let live = release::live_id(root, app);
+    if addons.is_empty() || live.is_none() || live.as_deref() == Some(release) {
         return Ok(());
     }
     if !envfile::is_true(&setting(root, app, "ADDONS_BACKUP_BEFORE_DEPLOY", "true")?) {

@@ -42,6 +42,16 @@ fn a_postgres_that_cannot_be_reached_leaves_no_add_on_behind() {
 }
 
 #[test]
+fn pgadmin_refuses_what_it_was_not_made_for() {
+    let s = Server::new();
+    // No password on stdin (the harness gives none): refused before any SQL.
+    s.tool("piku-pgadmin", &["create", "site"]).fails(2, "at least 32 letters and digits");
+    s.tool("piku-pgadmin", &["drop", "../x"]).fails(1, "invalid app name");
+    s.tool("piku-pgadmin", &["--socket-dir", "relative", "drop", "site"]).fails(2, "an absolute path");
+    s.tool("piku-pgadmin", &["create", &"a".repeat(59)]).fails(1, "too long for a PostgreSQL database");
+}
+
+#[test]
 fn a_deploy_of_an_app_without_add_ons_takes_no_backup() {
     let s = Server::new();
     let app = GitApp::new(STATIC_APP);
