@@ -197,6 +197,15 @@ pub fn postgres_and_redis(s: &Server) -> Result<(), String> {
     ssh(s, "addons:create addons-b postgres", None).ok("addons:create addons-b postgres")?;
     ssh(s, "addons:create addons-a redis", None).ok("addons:create addons-a redis")?;
 
+    // No secret in any process's argv (redis-server, the vassals, the apps).
+    let secrets = [facts(s, "addons-a", "postgres")?["PASSWORD"].clone(), facts(s, "addons-b", "postgres")?["PASSWORD"].clone(), facts(s, "addons-a", "redis")?["PASSWORD"].clone()];
+    for e in std::fs::read_dir("/proc").map_err(|e| e.to_string())?.flatten() {
+        let argv = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).into_owned();
+        if secrets.iter().any(|p| argv.contains(p.as_str())) {
+            return Err(format!("a password is in the argv of process {}: {argv:?}", e.file_name().to_string_lossy()));
+        }
+    }
+
     // Bad input: clear errors, nothing changed.
     ssh(s, "addons:create addons-a postgres", None).fails_with("a second postgres", "already has a postgres")?;
     ssh(s, "addons:create addons-a mysql", None).fails_with("an unknown add-on", "unknown add-on")?;
