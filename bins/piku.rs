@@ -3,7 +3,7 @@
 //! never through a shell) and the local CLI; it parses piku's command line and
 //! runs the tool that owns the work.
 
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::lock::AppLock;
 use piku::release::{self, Release};
 use piku::{AppName, Root, atomic, envfile, output, paths, process, vassals};
@@ -83,16 +83,16 @@ fn dispatch(root: &Root, args: &[String]) -> Result<()> {
         ["setup:ssh", rest @ ..] if !rest.is_empty() => setup_ssh(rest),
         [verb @ ("git-receive-pack" | "git-upload-pack"), app] => {
             let app = AppName::parse(git_path_to_app(app))?;
-            exec(Command::new(paths::tool("piku-receive")).args(["--serve", verb, app.as_str()]))
+            exec(Command::new(paths::tool("piku-receive")).args(["serve", verb, app.as_str()]))
         }
-        ["config", app, rest @ ..] => tool_for_app(root, "piku-config", "--show", app, rest),
-        ["config:live", app, rest @ ..] => tool_for_app(root, "piku-config", "--live", app, rest),
-        ["config:get", app, key] => tool_for_app(root, "piku-config", "--get", app, &[key]),
-        ["config:set", app, rest @ ..] => change_config(root, app, "--set", rest),
-        ["config:unset", app, rest @ ..] => change_config(root, app, "--unset", rest),
+        ["config", app, rest @ ..] => tool_for_app(root, "piku-config", "show", app, rest),
+        ["config:live", app, rest @ ..] => tool_for_app(root, "piku-config", "live", app, rest),
+        ["config:get", app, key] => tool_for_app(root, "piku-config", "get", app, &["--", key]),
+        ["config:set", app, rest @ ..] => change_config(root, app, "set", rest),
+        ["config:unset", app, rest @ ..] => change_config(root, app, "unset", rest),
         ["deploy", app] => deploy(root, &release::existing_app(root, app)?),
-        ["stop", app] => tool_for_app(root, "piku-uwsgi", "--stop", app, &[]),
-        ["start", app] => tool_for_app(root, "piku-uwsgi", "--start", app, &[]),
+        ["stop", app] => tool_for_app(root, "piku-uwsgi", "stop", app, &[]),
+        ["start", app] => tool_for_app(root, "piku-uwsgi", "start", app, &[]),
         ["restart", app] => {
             let app = release::existing_app(root, app)?;
             let live = Release::live_or_err(root, &app)?;
@@ -105,13 +105,13 @@ fn dispatch(root: &Root, args: &[String]) -> Result<()> {
             rollback(root, &release::existing_app(root, app)?, id, rest.contains(&"--with-data"))
         }
         ["run", app, cmd @ ..] if !cmd.is_empty() => run(root, &release::existing_app(root, app)?, cmd),
-        ["ps", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--ps", app, rest),
-        ["logs", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--logs", app, rest),
+        ["ps", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "ps", app, rest),
+        ["logs", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "logs", app, rest),
         ["ps:scale", app, pairs @ ..] if !pairs.is_empty() => scale(root, &release::existing_app(root, app)?, pairs),
         ["destroy", app] => destroy(root, &release::existing_app(root, app)?, true),
         ["destroy", app, "--no-backup"] => destroy(root, &release::existing_app(root, app)?, false),
         [cmd, rest @ ..] if *cmd == "addons" || cmd.starts_with("addons:") => addons_command(root, cmd, rest),
-        ["certs:renew", apps @ ..] => exec(Command::new(paths::tool("piku-nginx")).arg("--renew").args(apps)),
+        ["certs:renew", apps @ ..] => exec(Command::new(paths::tool("piku-nginx")).arg("renew").args(apps)),
         [cmd, ..] if is_known(cmd) => Err(Error::usage(format!("wrong arguments for '{cmd}'; see 'help'"))),
         [cmd, rest @ ..] => match plugin(root, cmd) {
             Some(path) => exec(Command::new(path).args(rest).env("PIKU_ROOT", &root.root)),
@@ -268,11 +268,11 @@ fn setup(root: &Root) -> Result<()> {
     for d in paths::ROOT_DIRS {
         let dir = root.dir(d);
         if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+            fs_err::create_dir_all(&dir)?;
             output::step(format!("Created {}", dir.display()));
         }
     }
-    run_tool("piku-uwsgi", &["--setup"])
+    run_tool("piku-uwsgi", &["setup"])
 }
 
 /// Add public keys to ~/.ssh/authorized_keys, forced to this front door,
@@ -340,8 +340,8 @@ fn setup_ssh(args: &[&str]) -> Result<()> {
             }
         }
     }
-    std::fs::create_dir_all(&ssh_dir).at("create directory", &ssh_dir)?;
-    std::fs::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).at("set the mode of", &ssh_dir)?;
+    fs_err::create_dir_all(&ssh_dir)?;
+    fs_err::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let mut text = lines.join("\n");
     text.push('\n');
     atomic::write_file(&auth, text.as_bytes(), 0o600)
@@ -376,11 +376,11 @@ fn change_config(root: &Root, app: &str, verb: &str, rest: &[&str]) -> Result<()
     let no_restart = rest.contains(&"--no-restart");
     let items: Vec<&str> = rest.iter().copied().filter(|a| *a != "--no-restart").collect();
     if items.is_empty() {
-        return Err(Error::usage(format!("config:{} needs at least one {}", verb.trim_start_matches("--"), if verb == "--set" { "KEY=VALUE" } else { "KEY" })));
+        return Err(Error::usage(format!("config:{verb} needs at least one {}", if verb == "set" { "KEY=VALUE" } else { "KEY" })));
     }
     {
         let _lock = AppLock::acquire(root, &app)?;
-        run_tool("piku-config", &[&[verb, app.as_str()], items.as_slice()].concat())?;
+        run_tool("piku-config", &[&[verb, app.as_str(), "--"], items.as_slice()].concat())?;
     }
     if no_restart {
         output::step(format!("Stored; it applies at the next deploy or restart of '{app}'"));
@@ -392,7 +392,7 @@ fn change_config(root: &Root, app: &str, verb: &str, rest: &[&str]) -> Result<()
     };
     if let Err(e) = run_chain(root, &app, &live) {
         let _lock = AppLock::acquire(root, &app)?;
-        run_tool("piku-config", &["--restore", app.as_str()])?;
+        run_tool("piku-config", &["restore", app.as_str()])?;
         return Err(Error::new(format!("{}; the config change was not applied and was undone", e.message)));
     }
     Ok(())
@@ -444,10 +444,10 @@ fn run(root: &Root, app: &AppName, cmd: &[&str]) -> Result<()> {
 /// workers and nginx; no rebuild.
 fn scale(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
     let _lock = AppLock::acquire(root, app)?;
-    run_tool("piku-uwsgi", &[&["--scale", app.as_str()], pairs].concat())?;
-    run_tool("piku-config", &[app.as_str()])?;
-    run_tool("piku-uwsgi", &[app.as_str()])?;
-    run_tool("piku-nginx", &[app.as_str()])
+    run_tool("piku-uwsgi", &[&["scale", app.as_str(), "--"], pairs].concat())?;
+    run_tool("piku-config", &["sync", app.as_str()])?;
+    run_tool("piku-uwsgi", &["publish", app.as_str()])?;
+    run_tool("piku-nginx", &["publish", app.as_str()])
 }
 
 /// `destroy`: each tool removes its own files; data/ and cache/ are kept.
@@ -457,11 +457,11 @@ fn destroy(root: &Root, app: &AppName, backup: bool) -> Result<()> {
     let _lock = AppLock::acquire(root, app)?;
     output::step(format!("Destroying '{app}'"));
     run_tool("piku-addons", &[&["destroy-app", app.as_str()][..], if backup { &[] } else { &["--no-backup"] }].concat())?;
-    run_tool("piku-uwsgi", &["--destroy", app.as_str()])?;
-    run_tool("piku-nginx", &["--destroy", app.as_str()])?;
-    run_tool("piku-build", &["--destroy", app.as_str()])?;
-    run_tool("piku-config", &["--destroy", app.as_str()])?;
-    run_tool("piku-receive", &["--destroy", app.as_str()])?;
+    run_tool("piku-uwsgi", &["destroy", app.as_str()])?;
+    run_tool("piku-nginx", &["destroy", app.as_str()])?;
+    run_tool("piku-build", &["destroy", app.as_str()])?;
+    run_tool("piku-config", &["destroy", app.as_str()])?;
+    run_tool("piku-receive", &["destroy", app.as_str()])?;
     for kept in [root.data_dir(app), root.cache_dir(app)] {
         if kept.exists() {
             output::warn(format!("Kept {} (remove it by hand if you are sure)", kept.display()));

@@ -36,11 +36,11 @@ pub fn data(line: impl AsRef<str>) {
     let _ = writeln!(out, "{}", line.as_ref());
 }
 
-/// Every tool's `main` is one call to this: run, report an error, exit with its code.
-pub fn run_main(tool: &str, body: impl FnOnce(Vec<String>) -> Result<(), Error>) -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+/// Every tool's `main` is one call to this (after `cli::parse`): run, report
+/// an error, exit with its code.
+pub fn run(tool: &str, body: impl FnOnce() -> Result<(), Error>) -> ExitCode {
     crate::atomic::restrict_umask();
-    match body(args) {
+    match body() {
         Ok(()) => {
             let _ = std::io::stdout().flush();
             ExitCode::SUCCESS
@@ -51,6 +51,12 @@ pub fn run_main(tool: &str, body: impl FnOnce(Vec<String>) -> Result<(), Error>)
             ExitCode::from(e.code)
         }
     }
+}
+
+/// `run`, handing the body the command line as strings.
+pub fn run_main(tool: &str, body: impl FnOnce(Vec<String>) -> Result<(), Error>) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    run(tool, || body(args))
 }
 
 /// A JSON string literal (for `--json` output; we need nothing more of JSON).

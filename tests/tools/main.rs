@@ -14,4 +14,5 @@ mod deploy;
 mod front_door;
 mod hardening;
 mod nginx;
+mod tool_cli;
 mod workers;
