@@ -60,7 +60,7 @@ struct Drop {
 
 fn main() -> ExitCode {
     let args: Args = piku::cli::parse();
-    output::run_main("piku-pgadmin", |_| {
+    output::run("piku-pgadmin", || {
         if !args.socket_dir.starts_with('/') || args.socket_dir.contains(['\n', '\0']) {
             return Err(Error::usage(format!("--socket-dir {:?}: an absolute path, please", args.socket_dir)));
         }

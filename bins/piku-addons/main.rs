@@ -196,7 +196,7 @@ struct NightlyCmd {}
 
 fn main() -> ExitCode {
     let args: Args = piku::cli::parse();
-    output::run_main("piku-addons", |_| {
+    output::run("piku-addons", || {
         let root = Root::from_env();
         match args.cmd {
             Cmd::Create(c) => create(&root, &release::existing_app(&root, &c.app)?, Addon::parse(&c.addon)?, !c.no_deploy),
