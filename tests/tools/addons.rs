@@ -14,6 +14,9 @@ fn bad_add_on_commands_say_what_is_wrong_and_change_nothing() {
     s.ssh("addons:create").fails(2, "needs an app");
     let r = s.ssh("addons site").ok();
     assert!(r.stdout.is_empty() && r.stderr.contains("has no add-ons"), "{}", r.all());
+    assert_eq!(s.ssh("addons site --json").ok().stdout, "[]\n");
+    assert_eq!(s.ssh("addons:backups site --json").ok().stdout, "[]\n");
+    s.ssh("addons:backups site --bogus").fails(2, "--bogus");
     s.ssh("addons:backup site").fails(1, "'site' has no add-ons");
     s.ssh("addons:backup site redis").fails(1, "has no redis add-on");
     s.ssh("addons:restore site postgres postgres_20200101-000000_none_manual.pgdump").fails(1, "has no postgres add-on");
