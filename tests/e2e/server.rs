@@ -509,7 +509,8 @@ fn reap_stale_runs() {
         if pid as u32 == std::process::id() || alive(pid) {
             continue;
         }
-        for (pidfile, sig) in [("run/emperor.pid", SIGINT), ("nginx/nginx.pid", SIGQUIT), ("ssh/sshd.pid", SIGTERM)] {
+        // (the add-on case's PostgreSQL: SIGINT is its fast shutdown)
+        for (pidfile, sig) in [("run/emperor.pid", SIGINT), ("nginx/nginx.pid", SIGQUIT), ("ssh/sshd.pid", SIGTERM), ("pg/data/postmaster.pid", SIGINT)] {
             // Only a process whose command line names that dir.
             if let Some(p) = read_pid(&dir.join(pidfile)) {
                 let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
@@ -574,8 +575,9 @@ fn kill_user_processes() {
     }
 }
 
+/// The PID on a pid file's first line (PostgreSQL's has more lines).
 fn read_pid(file: &Path) -> Option<i32> {
-    std::fs::read_to_string(file).ok()?.trim().parse().ok().filter(|p| *p > 1)
+    std::fs::read_to_string(file).ok()?.lines().next()?.trim().parse().ok().filter(|p| *p > 1)
 }
 
 /// Alive and not a zombie (a daemon's parent may be an init that never reaps).
