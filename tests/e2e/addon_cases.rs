@@ -424,6 +424,24 @@ pub fn bench(s: &Server) -> Result<Vec<(String, String)>, String> {
     // The vassal's uWSGI master (redis-server's parent) and redis-server.
     let redis_kb = pss_tree_kb(ppid);
     let busy_pg = pss_tree_kb(pg_pid);
+    // One open connection of an app (a backend process): the PSS it adds.
+    let bin = pg_bin().unwrap_or_default();
+    let mut held = Command::new(bin.join("psql"))
+        .env("PGPASSWORD", &f["PASSWORD"])
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-U", &f["ROLE"], "-d", &f["DATABASE"], "-c", "SELECT count(*) FROM big", "-c", "SELECT pg_sleep(20)"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let before = pss_tree_kb(pg_pid);
+    let sleeping = wait_for(Duration::from_secs(15), || {
+        let out = cluster.superuser_sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'");
+        if out.stdout.trim() == "1" { Ok(()) } else { Err("not yet".to_string()) }
+    });
+    let with_conn = pss_tree_kb(pg_pid);
+    let _ = held.kill();
+    let _ = held.wait();
+    sleeping?;
+    table.push(("an app's open PostgreSQL connection (after a scan of its 100 MB table), PSS it adds".to_string(), format!("{:.1} MB", with_conn.saturating_sub(before) as f64 / 1024.0)));
     table.push(("idle PostgreSQL cluster (Debian defaults), PSS before any app database".to_string(), format!("{:.1} MB", idle_pg as f64 / 1024.0)));
     table.push(("PostgreSQL cluster PSS after the 100 MB database and its backups".to_string(), format!("{:.1} MB", busy_pg as f64 / 1024.0)));
     table.push(("an app's idle Redis (uWSGI vassal master + redis-server), PSS".to_string(), format!("{:.1} MB", redis_kb as f64 / 1024.0)));
