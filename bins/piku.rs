@@ -37,7 +37,7 @@ Add-ons (PostgreSQL, Redis):
   addons:backup <app> [<addon>] back up into data/<app>/backups/
   addons:backups <app> [--json] the backups, newest first
   addons:restore <app> <addon> <backup>   restore (after a fresh backup of what is there)
-  addons:shell <app> postgres   psql as the app (ssh -t for a terminal)
+  addons:shell <app> postgres|redis   psql or redis-cli as the app (ssh -t)
 
 Config:
   config <app> [--json]         show the app's own settings (envs/<app>/ENV)

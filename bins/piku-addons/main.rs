@@ -9,7 +9,7 @@
 //!   piku-addons backup <app> [<addon>]          into data/<app>/backups/
 //!   piku-addons backups <app> [--json]
 //!   piku-addons restore <app> <addon> <backup>  (after a fresh backup)
-//!   piku-addons shell <app> postgres            psql as the app
+//!   piku-addons shell <app> postgres|redis      psql or redis-cli as the app
 //!   piku-addons before-deploy <app> <release>   (the hook) a backup before a release goes live
 //!   piku-addons restore-release <app> <release> (rollback --with-data)
 //!   piku-addons destroy-app <app> [--no-backup] (destroy) every add-on, after a final backup
@@ -141,14 +141,14 @@ struct RestoreCmd {
     backup: String,
 }
 
-/// psql on the app's database, as the app's role.
+/// psql on the app's database as its role, or redis-cli on its Redis.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "shell")]
 struct ShellCmd {
     /// the app
     #[argh(positional)]
     app: String,
-    /// postgres
+    /// postgres or redis
     #[argh(positional)]
     addon: String,
 }
@@ -229,7 +229,7 @@ fn main() -> ExitCode {
                 let app = release::existing_app(&root, &c.app)?;
                 match require(&root, &app, Addon::parse(&c.addon)?)? {
                     Addon::Postgres => postgres::shell(&root, &app),
-                    Addon::Redis => Err(Error::usage(format!("addons:shell works for postgres; for Redis run: ssh -t <server> run {app} redis-cli -s \\$REDIS_SOCKET"))),
+                    Addon::Redis => redis::shell(&root, &app),
                 }
             }
             Cmd::BeforeDeploy(c) => before_deploy(&root, &AppName::parse(&c.app)?, &c.release),

@@ -237,6 +237,14 @@ pub fn restore(root: &Root, app: &AppName, facts: &Env, file: &Path) -> Result<(
     wait_running(facts, old.as_deref())
 }
 
+/// redis-cli on the app's instance, in place of this process (ssh -t for a terminal).
+pub fn shell(root: &Root, app: &AppName) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let facts = crate::read_facts(root, app, crate::Addon::Redis)?;
+    let err = Command::new("redis-cli").args(["--no-auth-warning", "-s", &facts["SOCKET"]]).env("REDISCLI_AUTH", &facts["PASSWORD"]).exec();
+    Err(Error::new(format!("cannot run redis-cli: {err}")))
+}
+
 /// Until the instance answers PING (a new process when `old_pid` is given).
 fn wait_running(facts: &Env, old_pid: Option<&str>) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;

@@ -220,6 +220,8 @@ pub fn postgres_and_redis(s: &Server) -> Result<(), String> {
     // addons:shell is psql as the app (here fed on stdin, without a terminal).
     let out = ssh(s, "addons:shell addons-a postgres", Some("SELECT current_user || '/' || current_database();\n")).ok("addons:shell")?;
     expect_text(&out.stdout, "piku_addons-a/piku_addons-a", "addons:shell")?;
+    let out = ssh(s, "addons:shell addons-a redis", Some("PING\n")).ok("addons:shell redis")?;
+    expect_text(&out.stdout, "PONG", "addons:shell redis")?;
 
     // A row written through DATABASE_URL comes back through nginx; B has its own.
     get(s, ha, "/write?v=first", "written")?;
