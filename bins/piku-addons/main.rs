@@ -400,11 +400,10 @@ fn destroy(root: &Root, app: &AppName, addon: Addon, keep_data: bool, backup: bo
             e.context(format!("nothing was removed; to remove the {} of '{app}' without a final backup, add --no-backup", addon.name()))
         })?;
     }
-    let facts = read_facts(root, app, addon)?;
     output::step(format!("Removing the {} add-on of '{app}'{}", addon.name(), if keep_data { " (its data is kept)" } else { "" }));
     match addon {
-        Addon::Postgres => postgres::destroy(root, app, &facts, keep_data)?,
-        Addon::Redis => redis::destroy(root, app, &facts, keep_data)?,
+        Addon::Postgres => postgres::destroy(root, app, keep_data)?,
+        Addon::Redis => redis::destroy(root, app, keep_data)?,
     }
     atomic::remove_file(&addon.facts_file(root, app))?;
     write_env_layer(root, app)?;

@@ -67,7 +67,7 @@ pub fn describe(f: &Env) -> String {
     format!("{}@{}:{}/{}", f.get("ROLE").map_or("", |s| s), f.get("HOST").map_or("", |s| s), f.get("PORT").map_or("", |s| s), f.get("DATABASE").map_or("", |s| s))
 }
 
-pub fn destroy(root: &Root, app: &AppName, _facts: &Env, keep_data: bool) -> Result<()> {
+pub fn destroy(root: &Root, app: &AppName, keep_data: bool) -> Result<()> {
     if keep_data {
         output::detail(format!("kept the database piku_{app}; addons:create {app} postgres attaches it again"));
         return Ok(());
@@ -137,8 +137,8 @@ fn admin(root: &Root, args: &[&str], secret: &str) -> Result<()> {
     if out.status.success() {
         return Ok(());
     }
-    let said = String::from_utf8_lossy(&out.stderr).replace(secret, "***");
-    let said = if secret.is_empty() { String::from_utf8_lossy(&out.stderr).into_owned() } else { said };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = if secret.is_empty() { stderr.into_owned() } else { stderr.replace(secret, "***") };
     let hint = if said.contains("password is required") || said.contains("not allowed") || said.contains("may not run") {
         format!("the piku user may not run {} as {admin_user}; as root run: ./install.sh --with postgres", helper.display())
     } else if said.contains("No such file") || said.contains("could not connect") || said.contains("Connection refused") {

@@ -164,7 +164,7 @@ pub fn state(root: &Root, app: &AppName) -> String {
     }
 }
 
-pub fn destroy(root: &Root, app: &AppName, facts: &Env, keep_data: bool) -> Result<()> {
+pub fn destroy(root: &Root, app: &AppName, keep_data: bool) -> Result<()> {
     let pid = pid(root, app);
     atomic::remove_file(&vassal_file(root, app))?;
     // The emperor stops the vassal; redis-server saves and exits on SIGTERM.
@@ -174,7 +174,6 @@ pub fn destroy(root: &Root, app: &AppName, facts: &Env, keep_data: bool) -> Resu
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    let _ = facts;
     atomic::remove_file(&conf_file(root, app))?;
     if keep_data {
         output::detail(format!("kept {}", data_dir(root, app).display()));
