@@ -14,5 +14,7 @@ mod deploy;
 mod front_door;
 mod hardening;
 mod nginx;
+mod ownership;
+mod repair;
 mod tool_cli;
 mod workers;
