@@ -12,6 +12,8 @@
 //!   piku-config --show|--live <app> [--json]
 //!   piku-config --get <app> KEY
 //!   piku-config --set <app> KEY=VALUE...   (stores envs/<app>/ENV only)
+//!   piku-config --set <app> --stdin   the same, the pairs on stdin, NUL between
+//!                                     them (the front door: values never in argv)
 //!   piku-config --unset <app> KEY...
 //!   piku-config --restore <app>   put back envs/<app>/ENV as it was before the
 //!                                 last --set/--unset (when applying it failed)
@@ -45,6 +47,16 @@ fn main() -> ExitCode {
             ["--show", app] => show(&root, &release::existing_app(&root, app)?, Which::User, json),
             ["--live", app] => show(&root, &release::existing_app(&root, app)?, Which::Live, json),
             ["--get", app, key] => get(&root, &release::existing_app(&root, app)?, key),
+            ["--set", app, "--stdin"] => {
+                let app = release::existing_app(&root, app)?;
+                let input = piku::limits::read_stdin("the KEY=VALUE pairs on stdin")?;
+                let text = String::from_utf8(input).map_err(|_| Error::usage(format!("the values for '{app}' on stdin are not UTF-8; nothing was changed")))?;
+                let pairs: Vec<&str> = text.split('\0').filter(|p| !p.is_empty()).collect();
+                if pairs.is_empty() {
+                    return Err(Error::usage(format!("config:set {app} needs at least one KEY=VALUE")));
+                }
+                set(&root, &app, &pairs)
+            }
             ["--set", app, pairs @ ..] if !pairs.is_empty() => set(&root, &release::existing_app(&root, app)?, pairs),
             ["--unset", app, keys @ ..] if !keys.is_empty() => unset(&root, &release::existing_app(&root, app)?, keys),
             ["--restore", app] => restore(&root, &release::existing_app(&root, app)?),
@@ -55,6 +67,7 @@ fn main() -> ExitCode {
                 let rel = Release::live_or_err(&root, &app)?;
                 let env = envfile::read_literal(&rel.fact_file("env"))?
                     .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; run piku-config {app} {} first", rel.id, rel.id)))?;
+                piku::paths::create_private_dir(&root.env_dir(&app))?;
                 write_env(&root.live_env_file(&app), &env)?;
                 sync_live_ports(&root, &app, &env)
             }
@@ -116,6 +129,7 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
     envfile::read_into(&mut env, &root.user_env_file(app), true).map_err(|e| e.context(format!("the config of '{app}'")))?;
 
     let procfile = rel.procfile()?;
+    check_limits(root, app, &env, &procfile)?;
     if procfile.serves_web() {
         let web_facing = procfile.workers().any(|w| vassals::is_web_facing(&w.kind));
         let behind_nginx = env.get("NGINX_SERVER_NAME").is_some_and(|n| !n.trim().is_empty());
@@ -155,6 +169,17 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
         }
     }
     Ok(env)
+}
+
+/// The server's bounds on what an app's config may ask for (lib limits):
+/// PIKU_KEEP_RELEASES, UWSGI_PROCESSES and the worker processes the
+/// release would run with the counts of `ps:scale`.
+fn check_limits(root: &Root, app: &AppName, env: &Env, procfile: &piku::procfile::Procfile) -> Result<()> {
+    let context = |e: Error| e.context(format!("the config of '{app}'"));
+    piku::limits::keep_releases(env.get("PIKU_KEEP_RELEASES").map(String::as_str)).map_err(context)?;
+    let counts = scaling::read_scaling(root, app)?;
+    let wanted: BTreeMap<String, u32> = procfile.workers().map(|w| (w.kind.clone(), counts.get(&w.kind).copied().unwrap_or(1))).collect();
+    piku::limits::check_workers(root, app.as_str(), env, &wanted).map_err(context)
 }
 
 /// The colour a new release of the app starts on: the one that is not live.
@@ -348,6 +373,7 @@ fn set(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
 
 /// Write envs/<app>/ENV, keeping the previous one for `--restore`.
 fn save_user_env(root: &Root, app: &AppName, env: &Env) -> Result<()> {
+    piku::paths::create_private_dir(&root.env_dir(app))?;
     let path = root.user_env_file(app);
     let before = std::fs::read(&path).unwrap_or_default();
     atomic::write_file(&backup_file(root, app), &before, 0o600)?;

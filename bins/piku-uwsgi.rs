@@ -388,7 +388,7 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     let colour = scaling::colour_of_port(root, app, env.get("PORT").map(String::as_str))?;
     let wanted = render_all(root, &rel, &env, &scaling, colour, Which::All)?;
     let log_dir = root.log_dir(app);
-    std::fs::create_dir_all(&log_dir).at("create directory", &log_dir)?;
+    piku::paths::create_private_dir(&log_dir)?;
     let available = root.dir("uwsgi-available");
     let enabled = root.dir("uwsgi-enabled");
 
@@ -406,18 +406,18 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     let restart = force || envfile::flag(&env, "PIKU_AUTO_RESTART", true);
     for (name, text) in &wanted {
         if std::fs::read_to_string(available.join(name)).ok().as_deref() != Some(text.as_str()) {
-            atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
+            atomic::write_file(&available.join(name), text.as_bytes(), vassals::VASSAL_MODE)?;
         }
         let live = enabled.join(name);
         let current = std::fs::read_to_string(&live).ok();
         if current.is_none() || (restart && current.as_deref() != Some(text.as_str())) {
-            atomic::write_file_newer(&live, text.as_bytes(), 0o644)?;
+            atomic::write_file_newer(&live, text.as_bytes(), vassals::VASSAL_MODE)?;
             let verb = if current.is_some() { "Restarting" } else { "Spawning" };
             output::step(format!("{verb} {app}:{}", worker_label(app, name)));
         } else if force && parse_vassal(app, name).is_some_and(|(_, _, c)| c.is_none()) {
             // `restart` of an unchanged worker: touching it makes the emperor
             // reload it (a web worker of a colour was just started fresh).
-            atomic::write_file_newer(&live, text.as_bytes(), 0o644)?;
+            atomic::write_file_newer(&live, text.as_bytes(), vassals::VASSAL_MODE)?;
             output::step(format!("Restarting {app}:{}", worker_label(app, name)));
         }
     }
@@ -561,6 +561,10 @@ fn scale(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
         }
         changes.push((kind, n));
     }
+    let mut wanted: BTreeMap<String, u32> = procfile.workers().map(|w| (w.kind.clone(), counts.get(&w.kind).copied().unwrap_or(1))).collect();
+    wanted.extend(changes.iter().cloned());
+    let env = envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
+    piku::limits::check_workers(root, app.as_str(), &env, &wanted).map_err(|e| Error::new(format!("{}; nothing was changed", e.message)))?;
     for (kind, n) in changes {
         output::step(format!("Scaling {app}:{kind} to {n}"));
         counts.insert(kind, n);

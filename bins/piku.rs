@@ -1,13 +1,13 @@
 //! piku: the front door. It is the ssh forced command in authorized_keys (it
 //! reads the command from $SSH_ORIGINAL_COMMAND, split like a shell would,
-//! never through a shell) and the local CLI; it parses piku's command line and
-//! runs the tool that owns the work.
+//! never through a shell: lib forced_command) and the local CLI; it parses
+//! piku's command line and runs the tool that owns the work.
 
 use piku::error::{Error, IoContext, Result};
 use piku::lock::AppLock;
 use piku::release::{self, Release};
-use piku::{AppName, Root, atomic, envfile, output, paths, process, vassals};
-use std::io::Read;
+use piku::authorized_keys::{self, AuthorizedKeys, Change};
+use piku::{AppName, Root, envfile, limits, output, paths, process, vassals};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode, Stdio};
 
@@ -48,10 +48,7 @@ git (used by git push / git clone):
 
 fn main() -> ExitCode {
     output::run_main("piku", |args| {
-        let args = match std::env::var("SSH_ORIGINAL_COMMAND") {
-            Ok(cmd) => shell_words::split(&cmd).map_err(|e| Error::usage(format!("cannot parse the command {cmd:?}: {e}")))?,
-            Err(_) => args,
-        };
+        let args = piku::forced_command::take_original_command()?.unwrap_or(args);
         // The tools live beside this binary; the hook and children find them on PATH.
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         // SAFETY: no other thread exists yet.
@@ -220,6 +217,27 @@ fn run_tool(tool: &str, args: &[&str]) -> Result<()> {
     if status.success() { Ok(()) } else { Err(Error { message: format!("{tool} failed"), code: status.code().unwrap_or(1).clamp(1, 255) as u8 }) }
 }
 
+/// Store a config change with piku-config. Values go on its stdin, NUL
+/// between pairs (a byte no argument can hold), never in its argv, which
+/// `ps` shows every user of the machine.
+fn store_config(app: &AppName, verb: &str, items: &[&str]) -> Result<()> {
+    if verb != "--set" {
+        return run_tool("piku-config", &[&[verb, app.as_str()], items].concat());
+    }
+    let mut child = Command::new(paths::tool("piku-config"))
+        .args(["--set", app.as_str(), "--stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::new(format!("could not run piku-config: {e}; is piku installed?")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        // A write error shows as piku-config's own failure below.
+        let _ = stdin.write_all(items.join("\0").as_bytes());
+    }
+    let status = child.wait().map_err(|e| Error::new(format!("piku-config: {e}")))?;
+    if status.success() { Ok(()) } else { Err(Error { message: "piku-config failed".into(), code: status.code().unwrap_or(1).clamp(1, 255) as u8 }) }
+}
+
 /// Hand a command for an existing app to the tool that owns it.
 fn tool_for_app(root: &Root, tool: &str, verb: &str, app: &str, rest: &[&str]) -> Result<()> {
     let app = release::existing_app(root, app)?;
@@ -253,6 +271,10 @@ fn setup(root: &Root) -> Result<()> {
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir).at("create directory", &dir)?;
             output::step(format!("Created {}", dir.display()));
+        }
+        // Also on a server set up before: what these hold is private.
+        if paths::PRIVATE_DIRS.contains(d) {
+            paths::create_private_dir(&dir)?;
         }
     }
     run_tool("piku-uwsgi", &["--setup"])
@@ -288,46 +310,36 @@ fn setup_ssh(args: &[&str]) -> Result<()> {
         }
     }
     let file = file.ok_or_else(|| Error::usage("setup:ssh needs a public key file, or - for stdin"))?;
-    let text = if file == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).map_err(|e| Error::new(format!("cannot read the key from stdin: {e}")))?;
-        s
+    let bytes = if file == "-" {
+        limits::read_stdin("the key on stdin")?
     } else {
-        std::fs::read_to_string(file).map_err(|e| Error::new(format!("cannot read public key file {file:?}: {e}")))?
+        let f = std::fs::File::open(file).map_err(|e| Error::new(format!("cannot read public key file {file:?}: {e}")))?;
+        limits::read_bounded(f, limits::MAX_STDIN_BYTES, &format!("the public key file {file:?}"))?
     };
+    let text = String::from_utf8(bytes).map_err(|_| Error::new(format!("{file:?} is not a public key (not UTF-8 text)")))?;
     let keys: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     if keys.is_empty() {
         return Err(Error::new(format!("no public key found in {file:?}")));
     }
     let ssh_dir = paths::home_dir().join(".ssh");
     let auth = ssh_dir.join("authorized_keys");
-    let mut lines: Vec<String> = std::fs::read_to_string(&auth).unwrap_or_default().lines().map(str::to_string).collect();
+    // Read whole or not at all: an unreadable or non-UTF-8 file is never rewritten.
+    let mut file_keys = AuthorizedKeys::read(&auth)?;
     let door = std::env::current_exe().map_err(|e| Error::new(format!("cannot find this program's path: {e}")))?;
-    let limit = apps.as_ref().map(|a| format!(" PIKU_ALLOWED_APPS={}", a.join(","))).unwrap_or_default();
     for key in keys {
-        let fingerprint = fingerprint(key)?;
-        let key_body = key.split_whitespace().nth(1).unwrap_or("");
-        let line = format!(
-            "command=\"FINGERPRINT={fingerprint} NAME={name}{limit} {} $SSH_ORIGINAL_COMMAND\",no-agent-forwarding,no-user-rc,no-X11-forwarding,no-port-forwarding {key}",
-            door.display()
-        );
-        match lines.iter().position(|l| l.split_whitespace().any(|w| w == key_body)) {
-            Some(i) if lines[i] == line => output::step(format!("Key {fingerprint} is already allowed")),
-            Some(i) => {
-                lines[i] = line;
-                output::step(format!("Updated key {fingerprint} ({name})"));
-            }
-            None => {
-                lines.push(line);
-                output::step(format!("Adding key {fingerprint} ({name}{})", apps.as_ref().map(|a| format!(", apps: {}", a.join(","))).unwrap_or_default()));
-            }
+        let parsed = authorized_keys::parse_line(key)
+            .ok_or_else(|| Error::new(format!("not a valid ssh public key: {:?}", key.chars().take(40).collect::<String>())))?;
+        let fingerprint = fingerprint(&format!("{} {}", parsed.kind, parsed.body))?;
+        let line = piku::forced_command::key_line(&door, &fingerprint, &name, apps.as_deref(), &parsed)?;
+        match file_keys.upsert(&parsed.body, line) {
+            Change::Unchanged => output::step(format!("Key {fingerprint} is already allowed")),
+            Change::Updated => output::step(format!("Updated key {fingerprint} ({name})")),
+            Change::Added => output::step(format!("Adding key {fingerprint} ({name}{})", apps.as_ref().map(|a| format!(", apps: {}", a.join(","))).unwrap_or_default())),
         }
     }
     std::fs::create_dir_all(&ssh_dir).at("create directory", &ssh_dir)?;
     std::fs::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).at("set the mode of", &ssh_dir)?;
-    let mut text = lines.join("\n");
-    text.push('\n');
-    atomic::write_file(&auth, text.as_bytes(), 0o600)
+    file_keys.write(&auth)
 }
 
 /// The key's SHA256 fingerprint, which also proves it is a valid public key.
@@ -363,7 +375,7 @@ fn change_config(root: &Root, app: &str, verb: &str, rest: &[&str]) -> Result<()
     }
     {
         let _lock = AppLock::acquire(root, &app)?;
-        run_tool("piku-config", &[&[verb, app.as_str()], items.as_slice()].concat())?;
+        store_config(&app, verb, &items)?;
     }
     if no_restart {
         output::step(format!("Stored; it applies at the next deploy or restart of '{app}'"));
@@ -520,7 +532,8 @@ fn releases(root: &Root, app: &AppName, json: bool) -> Result<()> {
         output::step(format!("'{app}' has no releases yet"));
     }
     for r in rows {
-        output::data(format!("{}  {}  {}  {:<9}  {}", r.id, r.commit, r.date, r.status, r.message));
+        // A commit message is the pusher's text: never raw control characters to a terminal.
+        output::data(format!("{}  {}  {}  {:<9}  {}", r.id, r.commit, r.date, r.status, output::printable(&r.message)));
     }
     Ok(())
 }

@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 use crate::paths::Root;
 use std::path::Path;
 
+/// A vassal holds the app's whole environment (`env = K=V`): only the piku
+/// user (the emperor) reads it.
+pub const VASSAL_MODE: u32 = 0o600;
+
 /// The two colours a web-facing worker alternates between.
 pub const COLOURS: [&str; 2] = ["blue", "green"];
 
@@ -147,6 +151,29 @@ mod tests {
         assert_eq!(app_vassals(&root, &foo_x, &root.dir("uwsgi-enabled")).unwrap(), ["foo_x_web.1.ini"]);
         assert_eq!(worker_label(&foo, "foo_web.1.ini"), "web.1");
         assert_eq!(worker_label(&foo, "foo_web.1.blue.ini"), "web.1.blue");
+    }
+
+    #[test]
+    fn no_two_apps_ever_name_the_same_vassal() {
+        // App names may hold '_' and '.', kinds (Procfile) neither.
+        let apps = ["foo", "foo_x", "foo_x_worker", "foo.x", "foo-x", "f_1", "foo_web"];
+        let kinds = ["worker", "x_worker", "x-worker", "web", "x", "1", "web-1"];
+        let mut seen = std::collections::BTreeMap::new();
+        for app in apps {
+            let app = AppName::parse(app).unwrap();
+            for kind in kinds.iter().filter(|k| crate::procfile::Procfile::parse(&format!("{k}: sleep 1\n"), "Procfile").is_ok()) {
+                for n in [1, 2, 12] {
+                    for colour in [None, Some("blue"), Some("green")] {
+                        let name = vassal_name(&app, kind, n, colour);
+                        let owner = format!("{app} {kind}.{n}.{colour:?}");
+                        if let Some(other) = seen.insert(name.clone(), owner.clone()) {
+                            panic!("{name} is both {other} and {owner}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen.contains_key("foo_x-worker.1.ini") && seen.contains_key("foo_x_worker.1.ini"));
     }
 
     #[test]

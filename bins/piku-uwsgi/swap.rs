@@ -4,7 +4,7 @@
 
 use super::{Which, log_file, number, render_all, socket_path, wanted_scaling};
 use piku::envfile::{self, Env};
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::health::{self, Check, Target};
 use piku::release::Release;
 use piku::scaling;
@@ -118,13 +118,13 @@ pub fn stage(root: &Root, rel: &Release) -> Result<()> {
     }
 
     let log_dir = root.log_dir(app);
-    std::fs::create_dir_all(&log_dir).at("create directory", &log_dir)?;
+    piku::paths::create_private_dir(&log_dir)?;
     let mut offsets = BTreeMap::new();
     for (name, text) in &wanted {
         let log = log_file(root, app, &worker_label(app, name));
         offsets.insert(name.clone(), std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0));
-        atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
-        atomic::write_file_newer(&enabled.join(name), text.as_bytes(), 0o644)?;
+        atomic::write_file(&available.join(name), text.as_bytes(), vassals::VASSAL_MODE)?;
+        atomic::write_file_newer(&enabled.join(name), text.as_bytes(), vassals::VASSAL_MODE)?;
         output::step(format!("Spawning {app}:{} (release {}) beside the live workers", worker_label(app, name), rel.id));
     }
     if check_off {

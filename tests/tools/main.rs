@@ -13,4 +13,5 @@ mod deploy;
 mod front_door;
 mod hardening;
 mod nginx;
+mod security;
 mod workers;
