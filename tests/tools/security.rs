@@ -241,3 +241,18 @@ fn workers_and_kept_releases_are_bounded() {
     assert_eq!(s.ssh("config:get busy PIKU_KEEP_RELEASES").code, 1);
     assert_eq!(s.ssh("config:get busy UWSGI_PROCESSES").code, 1);
 }
+
+/// Item 11: the emperor's unit bounds the tasks and the memory of every app.
+#[test]
+fn the_emperors_systemd_unit_bounds_tasks_and_memory() {
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("share/systemd/uwsgi-piku.service")).unwrap();
+    let service = unit.split("[Service]").nth(1).unwrap().split("\n[").next().unwrap();
+    let value = |key: &str| service.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(str::to_string);
+    let tasks: u32 = value("TasksMax").expect("TasksMax").parse().unwrap();
+    assert!((256..=65536).contains(&tasks), "TasksMax={tasks}");
+    let memory = value("MemoryMax").expect("MemoryMax");
+    let percent: u32 = memory.strip_suffix('%').expect("MemoryMax as a share of the memory").parse().unwrap();
+    assert!((10..100).contains(&percent), "MemoryMax={memory}");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains(&format!("TasksMax={tasks}")) && readme.contains(&format!("MemoryMax={memory}")), "the README does not explain the unit's limits");
+}
