@@ -16,6 +16,7 @@ mod cases;
 mod more_cases;
 mod nginx_cases;
 mod fault_cases;
+mod secret_cases;
 mod worker_cases;
 mod client;
 mod server;
