@@ -277,7 +277,31 @@ fn setup(root: &Root) -> Result<()> {
             paths::create_private_dir(&dir)?;
         }
     }
-    run_tool("piku-uwsgi", &["--setup"])
+    run_tool("piku-uwsgi", &["--setup"])?;
+    upgrade_keys()
+}
+
+/// Keys added by an older setup:ssh end their forced command in
+/// `$SSH_ORIGINAL_COMMAND`: rewrite them to name no arguments (lib forced_command).
+fn upgrade_keys() -> Result<()> {
+    let auth = paths::home_dir().join(".ssh/authorized_keys");
+    if !auth.exists() {
+        return Ok(());
+    }
+    let door = std::env::current_exe().map_err(|e| Error::new(format!("cannot find this program's path: {e}")))?;
+    let mut keys = match AuthorizedKeys::read(&auth) {
+        Ok(keys) => keys,
+        Err(e) => {
+            output::warn(format!("{}; its keys were not checked for the old forced command", e.message));
+            return Ok(());
+        }
+    };
+    let n = keys.rewrite(|l| piku::forced_command::upgrade_line(l, &door));
+    if n > 0 {
+        keys.write(&auth)?;
+        output::step(format!("Updated {n} key(s) in {}: the forced command no longer passes $SSH_ORIGINAL_COMMAND as arguments", auth.display()));
+    }
+    Ok(())
 }
 
 /// Add public keys to ~/.ssh/authorized_keys, forced to this front door,

@@ -127,6 +127,18 @@ impl AuthorizedKeys {
         }
     }
 
+    /// Replace each line `f` maps to a new one; how many changed.
+    pub fn rewrite(&mut self, f: impl Fn(&str) -> Option<String>) -> usize {
+        let mut changed = 0;
+        for line in &mut self.lines {
+            if let Some(new) = f(line).filter(|n| n != line) {
+                *line = new;
+                changed += 1;
+            }
+        }
+        changed
+    }
+
     pub fn render(&self) -> String {
         let mut text = self.lines.join("\n");
         text.push('\n');

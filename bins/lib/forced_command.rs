@@ -35,6 +35,19 @@ pub fn key_line(door: &Path, fingerprint: &str, name: &str, apps: Option<&[Strin
     Ok(format!("command=\"FINGERPRINT={fingerprint} NAME={name}{limit} {door}\",{KEY_OPTIONS} {} {}{comment}", key.kind, key.body))
 }
 
+/// A key line an older `setup:ssh` wrote for `door`, ending its forced
+/// command in ` $SSH_ORIGINAL_COMMAND` (which the shell sshd runs globbed and
+/// put in argv), rewritten to name no arguments; None for any other line.
+pub fn upgrade_line(line: &str, door: &Path) -> Option<String> {
+    let key = crate::authorized_keys::parse_line(line)?;
+    let options = key.options.as_deref()?;
+    let old = format!(" {} $SSH_ORIGINAL_COMMAND\"", door.display());
+    if !options.starts_with("command=\"") || !options.contains(&old) {
+        return None;
+    }
+    Some(line.replacen(&old, &format!(" {}\"", door.display()), 1))
+}
+
 /// The command line sshd handed over in `$SSH_ORIGINAL_COMMAND`, split like
 /// a shell would (None: not run by sshd). The variable is then removed, so
 /// the tools and app code the command starts do not inherit it. Not UTF-8,
@@ -68,5 +81,20 @@ mod tests {
         assert_eq!((parsed.body.as_str(), parsed.comment.as_str()), ("AAAAC3Nza", "me@laptop"));
         assert!(key_line(Path::new("/opt/my piku/piku"), "SHA256:x", "a", None, &key).is_err());
         assert!(key_line(Path::new("/p/piku"), "SHA256:x", "a\"b", None, &key).is_err());
+    }
+
+    #[test]
+    fn keys_of_an_older_setup_ssh_are_upgraded_and_no_other_line() {
+        let door = Path::new("/usr/local/bin/piku");
+        let old = "command=\"FINGERPRINT=SHA256:x NAME=a /usr/local/bin/piku $SSH_ORIGINAL_COMMAND\",no-pty ssh-ed25519 AAAAC3Nza c";
+        assert_eq!(upgrade_line(old, door).unwrap(), "command=\"FINGERPRINT=SHA256:x NAME=a /usr/local/bin/piku\",no-pty ssh-ed25519 AAAAC3Nza c");
+        for other in [
+            "ssh-ed25519 AAAAC3Nza $SSH_ORIGINAL_COMMAND",
+            "command=\"/other/piku $SSH_ORIGINAL_COMMAND\" ssh-ed25519 AAAAC3Nza",
+            "command=\"FINGERPRINT=SHA256:x NAME=a /usr/local/bin/piku\",no-pty ssh-ed25519 AAAAC3Nza c",
+            "# command=\"/usr/local/bin/piku $SSH_ORIGINAL_COMMAND\" ssh-ed25519 AAAA",
+        ] {
+            assert_eq!(upgrade_line(other, door), None, "{other}");
+        }
     }
 }

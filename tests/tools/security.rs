@@ -256,3 +256,22 @@ fn the_emperors_systemd_unit_bounds_tasks_and_memory() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     assert!(readme.contains(&format!("TasksMax={tasks}")) && readme.contains(&format!("MemoryMax={memory}")), "the README does not explain the unit's limits");
 }
+
+/// Item 12: `setup` (install.sh runs it) rewrites the keys an older setup:ssh
+/// wrote, whose forced command ended in `$SSH_ORIGINAL_COMMAND`; other lines stay.
+#[test]
+fn setup_upgrades_old_forced_commands_and_keeps_other_lines() {
+    let s = Server::new();
+    let door = s.dir.path().join("prefix/bin/piku");
+    let ssh = s.home().join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let mine = "restrict ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMine owner";
+    let old = format!("command=\"FINGERPRINT=SHA256:x NAME=ana {} $SSH_ORIGINAL_COMMAND\",no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAna ana", door.display());
+    std::fs::write(ssh.join("authorized_keys"), format!("{mine}\n{old}\n")).unwrap();
+    s.piku(&["setup"]).ok();
+    let after = std::fs::read_to_string(ssh.join("authorized_keys")).unwrap();
+    let new = format!("command=\"FINGERPRINT=SHA256:x NAME=ana {}\",no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAna ana", door.display());
+    assert_eq!(after, format!("{mine}\n{new}\n"));
+    s.piku(&["setup"]).ok();
+    assert_eq!(std::fs::read_to_string(ssh.join("authorized_keys")).unwrap(), after);
+}
