@@ -60,10 +60,11 @@ pub fn secret_canary(s: &Server) -> Result<(), String> {
     let mut pids = vec![sshd, emperor];
     for e in std::fs::read_dir("/proc").map_err(|e| format!("read /proc: {e}"))?.flatten() {
         use std::os::unix::fs::MetadataExt;
-        if let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() {
-            if e.metadata().is_ok_and(|m| m.uid() == uid) && !pids.contains(&pid) {
-                pids.push(pid);
-            }
+        if let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>()
+            && e.metadata().is_ok_and(|m| m.uid() == uid)
+            && !pids.contains(&pid)
+        {
+            pids.push(pid);
         }
     }
     let trace = s.work.join("canary.execve");
