@@ -11,6 +11,7 @@ set -eu
 usage() {
     cat <<'EOF'
 Usage: sudo ./install.sh [--key FILE]... [--demo]
+       sudo ./install.sh --uninstall [--purge]
        ./install.sh --client
 
 Set up this machine as a piku server (Debian 12 or newer, Ubuntu, Raspbian).
@@ -18,9 +19,16 @@ Set up this machine as a piku server (Debian 12 or newer, Ubuntu, Raspbian).
   --key FILE   allow this ssh public key to push apps (repeatable)
   --demo       then deploy share/examples/hello with git push over ssh,
                as a user would, and wait until it answers through nginx
+  --uninstall  remove what install.sh installed (tools, hooks, systemd units,
+               the sudo rule, nginx's piku site) and stop the uWSGI emperor;
+               the piku user's apps, data and config stay in ~piku, and
+               install.sh brings every app back
+  --purge      with --uninstall: remove the piku user and ~piku too
   --client     only install the client script `piku` for your own machine,
                into $PIKU_CLIENT_DIR (default ~/.local/bin); no root needed
   --help       this text
+
+To update: git pull, then sudo ./install.sh again (apps keep serving).
 EOF
 }
 
@@ -32,6 +40,8 @@ die() { echo " !     $*" >&2; exit 1; }
 keys=()
 demo=false
 client=false
+uninstall=false
+purge=false
 while [ $# -gt 0 ]; do
     case $1 in
         --key|--key=*)
@@ -45,6 +55,8 @@ while [ $# -gt 0 ]; do
             keys+=("$(readlink -f "$file")") ;;
         --demo) demo=true ;;
         --client) client=true ;;
+        --uninstall) uninstall=true ;;
+        --purge) purge=true ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -70,6 +82,7 @@ PIKU_HOME=/home/piku
 PIKU_ROOT=$PIKU_HOME/.piku
 BIN_DIR=/usr/local/bin
 HOOKS_DIR=/usr/local/share/piku/hooks
+UV_DIR=/usr/local/lib/piku/uv
 TOOLS="piku piku-receive piku-build piku-config piku-uwsgi piku-nginx"
 PACKAGES="git openssh-server openssh-client nginx uwsgi uwsgi-plugin-python3 python3
     python3-virtualenv virtualenv python3-venv python3-pip sudo curl ca-certificates
@@ -98,6 +111,62 @@ as_piku() {
         SHELL=/bin/bash PATH="$BIN_DIR:/usr/bin:/bin:/usr/sbin:/sbin" LANG=C.UTF-8 "$@")
 }
 
+# stop_emperor: stop the uWSGI emperor started without systemd (its workers
+# stop with it), waiting at most 10 s.
+stop_emperor() {
+    local pidfile=$PIKU_ROOT/uwsgi/emperor.pid
+    alive "$pidfile" uwsgi || return 0
+    kill -INT "$(cat "$pidfile")"
+    for _ in $(seq 100); do alive "$pidfile" uwsgi || break; sleep 0.1; done
+    ! alive "$pidfile" uwsgi || die "the uWSGI emperor (pid $(cat "$pidfile")) did not stop within 10 s"
+}
+
+if $purge && ! $uninstall; then
+    echo "install.sh: --purge goes with --uninstall" >&2; usage >&2; exit 2
+fi
+if $uninstall; then
+    step "Uninstalling piku in Rust"
+    if [ -d /run/systemd/system ]; then
+        systemctl disable --now uwsgi-piku.service piku-nginx.path piku-certs.timer 2>/dev/null || true
+        for u in uwsgi-piku.service piku-nginx.path piku-nginx.service piku-certs.service piku-certs.timer; do
+            [ -e "/etc/systemd/system/$u" ] && rm -f "/etc/systemd/system/$u" && note "removed /etc/systemd/system/$u"
+        done
+        systemctl daemon-reload
+    else
+        stop_emperor
+    fi
+    note "stopped the uWSGI emperor and the apps' workers"
+    for t in $TOOLS; do [ -e "$BIN_DIR/$t" ] && rm -f "$BIN_DIR/$t" && note "removed $BIN_DIR/$t"; done
+    if [ -L "$BIN_DIR/uv" ] && [ "$(readlink "$BIN_DIR/uv")" = "$UV_DIR/bin/uv" ]; then rm -f "$BIN_DIR/uv"; fi
+    for d in "$(dirname "$HOOKS_DIR")" "$(dirname "$UV_DIR")"; do
+        [ -d "$d" ] && rm -rf "$d" && note "removed $d"
+    done
+    [ -e /etc/sudoers.d/piku ] && rm -f /etc/sudoers.d/piku && note "removed /etc/sudoers.d/piku"
+    if [ -e /etc/nginx/sites-available/piku ] || [ -L /etc/nginx/sites-enabled/piku ]; then
+        rm -f /etc/nginx/sites-enabled/piku /etc/nginx/sites-available/piku
+        note "removed nginx's piku site (the apps no longer answer)"
+        if [ -f /etc/nginx/sites-available/default ] && [ ! -e /etc/nginx/sites-enabled/default ]; then
+            ln -s /etc/nginx/sites-available/default /etc/nginx/sites-enabled/default
+            note "enabled Debian's default site again"
+        fi
+        if nginx -t -q 2>/dev/null && { alive /run/nginx.pid nginx || [ -d /run/systemd/system ]; }; then
+            nginx -s reload 2>/dev/null || systemctl reload nginx 2>/dev/null || true
+        fi
+    fi
+    if $purge; then
+        pkill -KILL -u piku 2>/dev/null || true
+        if id piku >/dev/null 2>&1; then userdel -r piku 2>/dev/null || userdel piku; fi
+        rm -rf "$PIKU_HOME"
+        note "removed the piku user and $PIKU_HOME (apps, data, config)"
+    elif [ -d "$PIKU_ROOT" ]; then
+        apps=$(ls "$PIKU_ROOT/apps" 2>/dev/null | tr '\n' ' ')
+        note "kept the piku user and $PIKU_HOME: apps ${apps:-(none)}, their data and config"
+        note "sudo ./install.sh brings them back; --uninstall --purge removes them"
+    fi
+    note "left the Debian packages installed (apt-get remove them if you wish)"
+    exit 0
+fi
+
 step "Installing Debian packages"
 missing=""
 for p in $PACKAGES; do
@@ -117,7 +186,6 @@ fi
 # managed"), so it goes into a virtualenv of its own under /usr/local/lib/piku,
 # linked onto every user's PATH. Optional: without PyPI, uv apps get a clear
 # error at deploy time. PIKU_NO_UV=1 leaves it out.
-UV_DIR=/usr/local/lib/piku/uv
 if [ "${PIKU_NO_UV:-}" != 1 ] && ! command -v uv >/dev/null; then
     step "Installing uv (from PyPI) into $UV_DIR"
     if /usr/bin/python3 -m venv "$UV_DIR" && "$UV_DIR/bin/pip" install -q --disable-pip-version-check uv; then
@@ -129,9 +197,12 @@ if [ "${PIKU_NO_UV:-}" != 1 ] && ! command -v uv >/dev/null; then
     fi
 fi
 
-step "Building the tools (cargo build --release --locked)"
-# cargo from PATH or root's ~/.cargo; else, under sudo, the invoking user's
-# ~/.cargo, and then the build runs as that user.
+# Rust to build piku with, in this order: one on the PATH (rustup's in
+# ~/.cargo included) that is 1.89 or newer; else Debian's cargo-web and
+# rustc-web (Debian 12: bookworm-security and bookworm-updates, every
+# architecture, Raspberry Pi OS included), installed with apt; else an error
+# naming both ways. Under sudo, the invoking user's rustup is used as that user.
+step "Choosing a Rust to build the tools with"
 builder=()
 for dir in "${HOME:-/root}/.cargo/bin" /root/.cargo/bin; do
     if ! command -v cargo >/dev/null && [ -x "$dir/cargo" ]; then PATH="$dir:$PATH"; fi
@@ -144,31 +215,72 @@ if ! command -v cargo >/dev/null && [ -n "${SUDO_USER:-}" ]; then
         note "building as $SUDO_USER, with the Rust in $user_home/.cargo"
     fi
 fi
-rust_ok() { # rustc reports 1.89 or newer
-    local v
-    v=$("${builder[@]}" rustc "$@" --version 2>/dev/null | awk '{print $2}') || return 1
-    [ -n "$v" ] && [ "$(printf '%s\n1.89.0\n' "$v" | sort -V | head -n1)" = 1.89.0 ]
-}
-# Debian's cargo (for Rust apps) is too old to build piku: prefer a rustup one.
-if ! rust_ok 2>/dev/null; then
+rust_version() { "${builder[@]}" rustc "$@" --version 2>/dev/null | awk '{print $2}'; }
+new_enough() { [ -n "$1" ] && [ "$(printf '%s\n1.89.0\n' "$1" | sort -V | head -n1)" = 1.89.0 ]; }
+# Debian's old cargo (for Rust apps) may be first on the PATH: prefer rustup's.
+if ! new_enough "$(rust_version)"; then
     for dir in "${HOME:-/root}/.cargo/bin" /root/.cargo/bin; do
         if [ -x "$dir/cargo" ]; then PATH="$dir:$PATH"; break; fi
     done
 fi
 toolchain=""
-if ! command -v cargo >/dev/null || ! rust_ok; then
-    if command -v rustup >/dev/null; then
-        note "the default Rust is missing or older than 1.89: installing the stable toolchain with rustup"
-        "${builder[@]}" rustup toolchain install stable --profile minimal
-        toolchain=+stable
-    fi
-    rust_ok $toolchain || die "piku needs Rust 1.89 or newer (Debian's cargo package is too old). Install it from https://rustup.rs, then run install.sh again."
+if ! new_enough "$(rust_version)" && command -v rustup >/dev/null; then
+    note "rustup's default Rust is older than 1.89: installing its stable toolchain"
+    "${builder[@]}" rustup toolchain install stable --profile minimal && toolchain=+stable
 fi
-"${builder[@]}" cargo $toolchain build --release --locked
+if ! new_enough "$(rust_version $toolchain)"; then
+    candidate=$(apt-cache policy cargo-web 2>/dev/null | awk '/Candidate:/ {print $2}')
+    if new_enough "${candidate%%+*}"; then
+        note "no Rust 1.89 or newer here: installing Debian's cargo-web and rustc-web ${candidate%%+*} with apt"
+        note "(they replace Debian's older cargo and rustc packages, and serve Rust apps too)"
+        builder=(); toolchain=""
+        apt-get install -y -q --no-install-recommends cargo-web rustc-web
+        PATH="/usr/bin:$PATH"; hash -r
+    fi
+fi
+version=$(rust_version $toolchain)
+new_enough "$version" || die "piku needs Rust 1.89 or newer to build (found: ${version:-none}). Either install Debian's: apt-get install cargo-web rustc-web (Debian 12 with bookworm-security or bookworm-updates), or rustup from https://rustup.rs; then run install.sh again."
+note "rustc $version ($(command -v rustc))"
 
+# The build profile by the memory this machine has: fat LTO in one codegen
+# unit makes the smallest tools but takes the most memory; below 2 GiB
+# (a Raspberry Pi with 1 GB) the "small-machine" profile builds one crate at
+# a time with thin LTO (README: figures for both). PIKU_BUILD_PROFILE=release
+# or small-machine chooses by hand.
+mem_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+profile=${PIKU_BUILD_PROFILE:-}
+if [ -z "$profile" ]; then
+    if [ "${mem_kib:-0}" -lt $((2 * 1024 * 1024)) ]; then profile=small-machine; else profile=release; fi
+fi
+build=(cargo $toolchain build --locked --profile "$profile")
+if [ "$profile" = small-machine ]; then
+    note "$((mem_kib / 1024)) MiB of memory: the small-machine profile (one job at a time, thin LTO)"
+    build+=(--jobs 1)
+fi
+step "Building the tools (${build[*]})"
+"${builder[@]}" "${build[@]}"
+
+# The tools are swapped while apps keep serving: each file is replaced by a
+# rename (never half-written), and under an exclusive lock that every deploy
+# chain holds shared (hooks/post-receive), so a push in flight finishes with
+# the old tools and one that starts after uses the new ones, never a mix.
 step "Installing the tools into $BIN_DIR and the hooks into $HOOKS_DIR"
-for t in $TOOLS; do install_file 755 "target/release/$t" "$BIN_DIR/$t" || true; done
-for h in hooks/*; do install_file 755 "$h" "$HOOKS_DIR/$(basename "$h")" || true; done
+mkdir -p "$HOOKS_DIR"
+lock=$HOOKS_DIR/../update.lock
+touch "$lock" && chmod 0644 "$lock"
+exec 7<"$lock"
+if ! flock -n -x 7; then
+    note "waiting for deploys in flight to finish (at most 10 minutes)"
+    flock -w 600 -x 7 || die "deploys are still running after 10 minutes; run install.sh again later"
+fi
+swap_file() { # MODE SRC DST: replace DST by SRC with a rename, unless the same
+    if cmp -s "$2" "$3"; then return 0; fi
+    install -D -m "$1" "$2" "$3.new" && mv -f "$3.new" "$3"
+    note "installed $3"
+}
+for t in $TOOLS; do swap_file 755 "target/$profile/$t" "$BIN_DIR/$t"; done
+for h in hooks/*; do swap_file 755 "$h" "$HOOKS_DIR/$(basename "$h")"; done
+exec 7<&-
 
 step "Setting up the piku user"
 if ! id piku >/dev/null 2>&1; then
@@ -282,8 +394,7 @@ else
     pidfile=$PIKU_ROOT/uwsgi/emperor.pid
     if alive "$pidfile" uwsgi && $ini_changed; then
         note "the emperor's configuration changed: stopping it"
-        kill -INT "$(cat "$pidfile")"
-        for _ in $(seq 50); do alive "$pidfile" uwsgi || break; sleep 0.2; done
+        stop_emperor
     fi
     if alive "$pidfile" uwsgi; then
         note "the uWSGI emperor is running"
