@@ -168,7 +168,7 @@ pub fn injection_corpus(s: &Server) -> Result<(), String> {
 
     // 1. App names, wherever a command takes one.
     let long = "a".repeat(300);
-    let names: Vec<&str> = vec!["..", "../x", "-x", "a b", "a;b", "ünïcødé", &long, ".", "a/b", "$(id)", "x..y", "app\tx"];
+    let names: Vec<&str> = vec!["..", "../x", "-x", "a b", "a;b", "ünïcødé", &long, ".", "a/b", "$(id)", "x..y", "app\tx", "inject_web.1"];
     for name in &names {
         let q = shell_words::quote(name);
         for cmd in ["git-receive-pack", "git-upload-pack", "config:live", "deploy", "destroy", "ps", "logs"] {
