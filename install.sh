@@ -119,6 +119,9 @@ stop_emperor() {
     kill -INT "$(cat "$pidfile")"
     for _ in $(seq 100); do alive "$pidfile" uwsgi || break; sleep 0.1; done
     ! alive "$pidfile" uwsgi || die "the uWSGI emperor (pid $(cat "$pidfile")) did not stop within 10 s"
+    # Its vassals leave as it does: wait for the last of the piku user's workers.
+    for _ in $(seq 100); do pgrep -u piku -f -i uwsgi >/dev/null || break; sleep 0.1; done
+    ! pgrep -u piku -f -i uwsgi >/dev/null || note "some of piku's uWSGI workers are still stopping: $(pgrep -u piku -f -i uwsgi | paste -sd' ')"
 }
 
 if $purge && ! $uninstall; then
@@ -159,7 +162,7 @@ if $uninstall; then
         rm -rf "$PIKU_HOME"
         note "removed the piku user and $PIKU_HOME (apps, data, config)"
     elif [ -d "$PIKU_ROOT" ]; then
-        apps=$(ls "$PIKU_ROOT/apps" 2>/dev/null | tr '\n' ' ')
+        apps=$(ls "$PIKU_ROOT/apps" 2>/dev/null | paste -sd' ')
         note "kept the piku user and $PIKU_HOME: apps ${apps:-(none)}, their data and config"
         note "sudo ./install.sh brings them back; --uninstall --purge removes them"
     fi

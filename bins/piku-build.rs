@@ -1,18 +1,6 @@
-//! piku-build: from a release tree to something runnable.
-//!
-//!   piku-build <app> <release-id>
-//!       detect the runtime (piku's rules and order, first match wins; see
-//!       piku-build/runtimes.rs), run the Procfile's `preflight` task (in the
-//!       tree, with the environment piku-config resolves for the release; a
-//!       failure stops the build), install its dependencies and record the result
-//!       in releases/<app>/<id>.build (RUNTIME, VIRTUAL_ENV, NODE_PATH,
-//!       PATH_PREFIX, BUILD_CACHE), which piku-config turns into the app's
-//!       environment.
-//!   piku-build --task release|preflight <app> <release-id>
-//!       run that Procfile task in the release's tree with its resolved
-//!       environment (releases/<app>/<id>.env); a failure stops the deploy.
-//!   piku-build --destroy <app>
-//!       remove the app's dependency environments (directories in envs/<app>).
+//! piku-build: from a release tree to something runnable. Its modes (build,
+//! task, destroy) are the subcommands below; `piku-build --help` and
+//! `piku-build <mode> --help` print their help. The runtimes: runtimes.rs.
 //!
 //! What goes in envs/<app>/, all keyed so that nothing a kept release uses is
 //! ever changed (a new key means a new directory beside the live one):
@@ -40,29 +28,127 @@
 #[path = "piku-build/runtimes.rs"]
 mod runtimes;
 
+use argh::FromArgs;
+use fs_err as fs;
 use piku::envfile::{self, Env};
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::release::Release;
 use piku::settings::Settings;
 use piku::{AppName, Root, atomic, output, process};
-use runtimes::{Runtime, Shape};
+use runtimes::{Build, Compiler, Runtime};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+/// From a release tree to something runnable: detect the runtime, install the
+/// dependencies, run the Procfile's tasks.
+#[derive(FromArgs)]
+#[argh(
+    help_triggers("-h", "--help"),
+    example = "{command_name} build myapp 20240101-120000-5f3c2a1\n{command_name} task release myapp 20240101-120000-5f3c2a1",
+    error_code(1, "the work failed (the message says why and what to do)"),
+    error_code(2, "usage error: nothing was done")
+)]
+struct Args {
+    #[argh(subcommand)]
+    mode: Mode,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Mode {
+    Build(BuildArgs),
+    Task(TaskArgs),
+    Destroy(DestroyArgs),
+    Runtimes(RuntimesArgs),
+}
+
+/// detect the release's runtime and install its dependencies.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "build",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp 20240101-120000-5f3c2a1",
+    note = "Detects the runtime (piku's rules and order, first match wins), runs the Procfile's preflight task (in the tree, with the environment piku-config resolves for the release; a failure stops the build), installs the dependencies and records the result in releases/<app>/<id>.build (RUNTIME, VIRTUAL_ENV, NODE_PATH, PATH_PREFIX, BUILD_CACHE), which piku-config turns into the app's environment. The runtimes and their rules: the README's table."
+)]
+struct BuildArgs {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// run a Procfile task (release or preflight) in the release's tree.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "task",
+    help_triggers("-h", "--help"),
+    example = "{command_name} release myapp 20240101-120000-5f3c2a1",
+    note = "The task runs with the release's resolved environment (releases/<app>/<id>.env); a failure stops the deploy. A Procfile without the task: nothing to do."
+)]
+struct TaskArgs {
+    /// release or preflight
+    #[argh(positional)]
+    task: Task,
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// remove the app's dependency environments (the directories in envs/<app>).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "destroy", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct DestroyArgs {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// list the runtimes, in the order they are detected (first match wins).
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "runtimes",
+    help_triggers("-h", "--help"),
+    example = "{command_name}",
+    note = "One line each: the runtime's name (RUNTIME in the app's environment), a tab, what in the release selects it."
+)]
+struct RuntimesArgs {}
+
+/// The Procfile tasks a deploy runs.
+struct Task(&'static str);
+
+impl std::str::FromStr for Task {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "release" => Ok(Task("release")),
+            "preflight" => Ok(Task("preflight")),
+            _ => Err("expected release or preflight".into()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    output::run_main("piku-build", |args| {
+    let args: Args = piku::cli::parse();
+    output::run("piku-build", || {
         let root = Root::from_env();
-        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["--task", task @ ("release" | "preflight"), app, id] => {
-                let rel = Release::open(&root, &AppName::parse(app)?, id)?;
-                run_task(&rel, task)
+        match args.mode {
+            Mode::Task(a) => run_task(&Release::open(&root, &AppName::parse(&a.app)?, &a.release)?, a.task.0),
+            Mode::Destroy(a) => destroy(&root, &AppName::parse(&a.app)?),
+            Mode::Build(a) => build(&root, &Release::open(&root, &AppName::parse(&a.app)?, &a.release)?),
+            Mode::Runtimes(_) => {
+                for runtime in runtimes::ALL {
+                    output::data(format!("{}\t{}", runtime.name, runtime.detected_by.replace('`', "")));
+                }
+                Ok(())
             }
-            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
-            [app, id] if !app.starts_with('-') => {
-                let rel = Release::open(&root, &AppName::parse(app)?, id)?;
-                build(&root, &rel)
-            }
-            _ => Err(Error::usage("usage: piku-build <app> <release-id> | --task release|preflight <app> <release-id> | --destroy <app>")),
         }
     })
 }
@@ -80,28 +166,28 @@ fn build(root: &Root, rel: &Release) -> Result<()> {
     }
 
     let env_root = root.env_dir(&rel.app);
-    std::fs::create_dir_all(&env_root).at("create directory", &env_root)?;
+    fs::create_dir_all(&env_root)?;
     let mut facts = Env::new();
-    facts.insert("RUNTIME".into(), runtime.name().into());
-    match runtime.shape() {
-        Shape::Nothing => {}
-        Shape::Environment => {
-            let env = env_root.join(format!("{}-{}", runtime.name(), dependency_key(&ctx, runtime)?));
+    facts.insert("RUNTIME".into(), runtime.name.into());
+    match runtime.build {
+        Build::Nothing => {}
+        Build::Environment { install, attach } => {
+            let env = env_root.join(format!("{}-{}", runtime.name, dependency_key(&ctx, runtime)?));
             if is_complete(&env) {
                 output::step(format!("Dependencies unchanged, skipped (reusing {})", env.display()));
             } else {
                 start_fresh(&env)?;
                 output::step(format!("Installing dependencies into {}", env.display()));
-                if let Err(e) = runtimes::install(&ctx, runtime, &env) {
+                if let Err(e) = install(&ctx, &env) {
                     let _ = remove_tree(&env);
                     return Err(e);
                 }
                 mark_complete(&env)?;
             }
             facts.insert("VIRTUAL_ENV".into(), env.display().to_string());
-            runtimes::attach(&ctx, runtime, &env, &mut facts)?;
+            attach(&ctx, &env, &mut facts)?;
         }
-        Shape::Compiled => compile(&ctx, runtime, &env_root, &mut facts)?,
+        Build::Compiled(ref compiler) => build_compiled(&ctx, runtime, compiler, &env_root, &mut facts)?,
     }
     remove_unused_environments(root, rel, &facts);
     atomic::write_file(&rel.fact_file("build"), envfile::render(&facts)?.as_bytes(), 0o644)
@@ -109,14 +195,14 @@ fn build(root: &Root, rel: &Release) -> Result<()> {
 
 /// A compiled language: dependencies cached by manifest, the program built
 /// once per release (the same release built again by hand is not rebuilt).
-fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Result<()> {
-    let cache = env_root.join(format!("{}-cache-{}", runtime.name(), dependency_key(ctx, runtime)?));
+fn build_compiled(ctx: &Ctx, runtime: &Runtime, compiler: &Compiler, env_root: &Path, facts: &mut Env) -> Result<()> {
+    let cache = env_root.join(format!("{}-cache-{}", runtime.name, dependency_key(ctx, runtime)?));
     let new_cache = !is_complete(&cache);
     if new_cache {
         start_fresh(&cache)?;
-        std::fs::create_dir_all(&cache).at("create directory", &cache)?;
+        fs::create_dir_all(&cache)?;
         output::step(format!("Dependencies new or changed: a new dependency cache, {}", cache.display()));
-        if let Err(e) = runtimes::fetch(ctx, runtime, &cache) {
+        if let Err(e) = (compiler.fetch)(ctx, &cache) {
             let _ = remove_tree(&cache);
             return Err(e);
         }
@@ -124,7 +210,7 @@ fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Res
         output::step(format!("Dependencies unchanged, skipped (reusing the dependency cache {})", cache.display()));
     }
     facts.insert("BUILD_CACHE".into(), cache.display().to_string());
-    let out = runtime.has_output_dir().then(|| env_root.join(format!("{}-release-{}", runtime.name(), ctx.rel.id)));
+    let out = compiler.output_dir.then(|| env_root.join(format!("{}-release-{}", runtime.name, ctx.rel.id)));
     if let Some(out) = &out {
         facts.insert("VIRTUAL_ENV".into(), out.display().to_string());
     }
@@ -139,14 +225,14 @@ fn compile(ctx: &Ctx, runtime: Runtime, env_root: &Path, facts: &mut Env) -> Res
     }
     if let Some(out) = &out {
         start_fresh(out)?;
-        std::fs::create_dir_all(out.join("bin")).at("create directory", out)?;
+        fs::create_dir_all(out.join("bin"))?;
     }
     output::step(format!(
         "Compiling '{}' (on every deploy: the program depends on the source, not only on {})",
         ctx.rel.app,
-        runtime.manifests().first().copied().unwrap_or("the manifest")
+        runtime.manifests.first().copied().unwrap_or("the manifest")
     ));
-    if let Err(e) = runtimes::compile(ctx, runtime, &cache, out.as_deref()) {
+    if let Err(e) = (compiler.compile)(ctx, &cache, out.as_deref()) {
         if let Some(out) = &out {
             let _ = remove_tree(out);
         }
@@ -238,7 +324,7 @@ fn describe(cmd: &Command) -> String {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// Marks a directory in envs/<app> as completely built.
@@ -263,23 +349,23 @@ fn start_fresh(dir: &Path) -> Result<()> {
 
 /// The key of a dependency environment or cache: the runtime, its version
 /// settings and installed version, and the manifests' names and content.
-fn dependency_key(ctx: &Ctx, runtime: Runtime) -> Result<String> {
+fn dependency_key(ctx: &Ctx, runtime: &Runtime) -> Result<String> {
     let mut h = Fnv::default();
-    h.write(runtime.name().as_bytes());
-    for key in runtime.version_settings() {
+    h.write(runtime.name.as_bytes());
+    for key in runtime.version_settings {
         h.write(key.as_bytes());
         h.write(ctx.setting(key).unwrap_or("").as_bytes());
     }
     h.write(runtimes::installed_version(ctx, runtime).as_bytes());
-    for m in runtime.manifests() {
+    for m in runtime.manifests {
         let path = ctx.rel.dir.join(m);
-        match std::fs::read(&path) {
+        match fs::read(&path) {
             Ok(bytes) => {
                 h.write(m.as_bytes());
                 h.write(&bytes);
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => {}
-            Err(e) => return Err(Error::io("read", &path, e)),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(format!("{:016x}", h.0))
@@ -326,7 +412,7 @@ fn remove_unused_environments(root: &Root, rel: &Release, current: &Env) {
     if let Ok(Some(live)) = envfile::read_literal(&root.live_env_file(&rel.app)) {
         note(&live);
     }
-    let Ok(entries) = std::fs::read_dir(&env_root) else { return };
+    let Ok(entries) = fs::read_dir(&env_root) else { return };
     for e in entries.flatten() {
         let path = e.path();
         if is_complete(&path) && !used.contains(&path) {
@@ -343,19 +429,19 @@ fn remove_unused_environments(root: &Root, rel: &Release, current: &Env) {
 fn remove_tree(dir: &Path) -> Result<()> {
     fn make_writable(dir: &Path) {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let _ = fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 make_writable(&e.path());
             }
         }
     }
-    match std::fs::remove_dir_all(dir) {
+    match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(_) => {
             make_writable(dir);
-            std::fs::remove_dir_all(dir).at("remove", dir)
+            Ok(fs::remove_dir_all(dir)?)
         }
     }
 }
@@ -378,7 +464,7 @@ fn run_task(rel: &Release, task: &str) -> Result<()> {
 /// yet; the chain resolves it again after the build).
 fn run_preflight(rel: &Release) -> Result<()> {
     let mut config = Command::new(piku::paths::tools_dir().join("piku-config"));
-    config.args([rel.app.as_str(), rel.id.as_str()]);
+    config.args(["resolve", rel.app.as_str(), rel.id.as_str()]);
     process::run_streamed(&mut config, &format!("resolving the environment of '{}' for its preflight task", rel.app))?;
     run_task(rel, "preflight")
 }
@@ -386,7 +472,7 @@ fn run_preflight(rel: &Release) -> Result<()> {
 /// Remove every directory in envs/<app>: the dependency environments (and a
 /// virtualenv piku.py left there). Files belong to the other tools.
 fn destroy(root: &Root, app: &AppName) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(root.env_dir(app)) else { return Ok(()) };
+    let Ok(entries) = fs::read_dir(root.env_dir(app)) else { return Ok(()) };
     for e in entries.flatten() {
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             remove_tree(&e.path())?;

@@ -1,23 +1,7 @@
-//! piku-config: the app's environment.
-//!
-//!   piku-config <app> <release-id>   resolve the environment of a new release
-//!                                    into releases/<app>/<id>.env (staged)
-//!   piku-config --publish <app>      (in the chain, after the switch) publish the
-//!                                    live release's resolved environment as
-//!                                    envs/<app>/LIVE_ENV, and its ports for nginx
-//!   piku-config <app>                keep the live release's facts in step with
-//!                                    LIVE_ENV; give new web instances ports (ps:scale)
-//!   piku-config --recolour <app> <release-id>   (restart, rollback) the release's
-//!                                    own environment, moved to the other colour's ports
-//!   piku-config --show|--live <app> [--json]
-//!   piku-config --get <app> KEY
-//!   piku-config --set <app> KEY=VALUE...   (stores envs/<app>/ENV only)
-//!   piku-config --set <app> --stdin   the same, the pairs on stdin, NUL between
-//!                                     them (the front door: values never in argv)
-//!   piku-config --unset <app> KEY...
-//!   piku-config --restore <app>   put back envs/<app>/ENV as it was before the
-//!                                 last --set/--unset (when applying it failed)
-//!   piku-config --destroy <app>   remove envs/<app> (after the other tools removed theirs)
+//! piku-config: the app's environment. Its modes (resolve, publish, sync,
+//! recolour, show, live, get, set, unset, restore, destroy) are the
+//! subcommands below; `piku-config --help` and `piku-config <mode> --help`
+//! print their help.
 //!
 //! Layers, later wins: bootstrap (APP, LOG_ROOT, DATA_ROOT, HOME, USER, PATH,
 //! PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT,
@@ -29,6 +13,8 @@
 //! behind nginx (its users reach PORT directly), PORT stays put and workers
 //! restart in place.
 
+use argh::FromArgs;
+use fs_err as fs;
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
 use piku::release::{self, Release};
@@ -38,47 +24,227 @@ use piku::{AppName, Root, atomic, output, vassals};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+/// The app's environment: resolve it for a release, publish it, show and
+/// change the user's config.
+#[derive(FromArgs)]
+#[argh(
+    help_triggers("-h", "--help"),
+    example = "{command_name} resolve myapp 20240101-120000-5f3c2a1\n{command_name} set myapp WORKERS=4 DEBUG=0\n{command_name} show myapp --json",
+    error_code(1, "the work failed (the message says why and what to do)"),
+    error_code(2, "usage error: nothing was done")
+)]
+struct Args {
+    #[argh(subcommand)]
+    mode: Mode,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Mode {
+    Resolve(Resolve),
+    Publish(Publish),
+    Sync(Sync),
+    Recolour(Recolour),
+    Show(Show),
+    Live(Live),
+    Get(Get),
+    Set(Set),
+    Unset(Unset),
+    Restore(Restore),
+    Destroy(Destroy),
+}
+
+/// resolve a new release's environment into releases/<app>/<id>.env (staged).
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "resolve",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp 20240101-120000-5f3c2a1",
+    note = "Layers, later wins: bootstrap (APP, LOG_ROOT, DATA_ROOT, HOME, USER, PATH, PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT, BIND_ADDRESS, NGINX_IPV4/6_ADDRESS. The release runs on the colour (blue or green ports) that is not live."
+)]
+struct Resolve {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// publish the live release's environment as envs/<app>/LIVE_ENV.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "publish",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp",
+    note = "In the deploy chain, after the switch; also publishes the release's ports for nginx."
+)]
+struct Publish {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// keep the live release's facts in step with LIVE_ENV; give new web instances ports.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "sync",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp",
+    note = "Run after ps:scale, and by a failed redeploy of the live release to put its facts back."
+)]
+struct Sync {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// move a release's own environment to the other colour's ports (restart, rollback).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "recolour", help_triggers("-h", "--help"), example = "{command_name} myapp 20240101-120000-5f3c2a1")]
+struct Recolour {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// print the app's config (envs/<app>/ENV), one KEY=VALUE a line.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "show", help_triggers("-h", "--help"), example = "{command_name} myapp --json")]
+struct Show {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// print one JSON object instead
+    #[argh(switch)]
+    json: bool,
+}
+
+/// print the environment the live workers run with (LIVE_ENV).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "live", help_triggers("-h", "--help"), example = "{command_name} myapp --json")]
+struct Live {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// print one JSON object instead
+    #[argh(switch)]
+    json: bool,
+}
+
+/// print the value of one config variable.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "get", help_triggers("-h", "--help"), example = "{command_name} myapp DATABASE_URL")]
+struct Get {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the variable
+    #[argh(positional)]
+    key: String,
+}
+
+/// store config variables in envs/<app>/ENV (applied by the next deploy or restart).
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "set",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp WORKERS=4 DEBUG=0\nprintf 'SECRET=%s' \"$secret\" | {command_name} --stdin myapp",
+    note = "All or nothing: one bad pair and nothing is changed. The file as it was is kept for restore. With --stdin the pairs come on stdin, a NUL byte between them: the front door passes values so, never in argv (which ps shows every user)."
+)]
+struct Set {
+    /// read the KEY=VALUE pairs from stdin, NUL between them, not from the command line
+    #[argh(switch)]
+    stdin: bool,
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// KEY=VALUE pairs, at least one
+    #[argh(positional)]
+    pairs: Vec<String>,
+}
+
+/// remove config variables from envs/<app>/ENV.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "unset", help_triggers("-h", "--help"), example = "{command_name} myapp DEBUG")]
+struct Unset {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// variable names, at least one
+    #[argh(positional)]
+    keys: Vec<String>,
+}
+
+/// put envs/<app>/ENV back as it was before the last set or unset.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "restore", help_triggers("-h", "--help"), example = "{command_name} myapp", note = "The front door runs it when applying a change failed.")]
+struct Restore {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// remove envs/<app> (after the other tools removed what is theirs in it).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "destroy", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct Destroy {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
 fn main() -> ExitCode {
-    output::run_main("piku-config", |args| {
+    let args: Args = piku::cli::parse();
+    output::run("piku-config", || {
         let root = Root::from_env();
-        let json = args.iter().any(|a| a == "--json");
-        let args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--json").collect();
-        match args.as_slice() {
-            ["--show", app] => show(&root, &release::existing_app(&root, app)?, Which::User, json),
-            ["--live", app] => show(&root, &release::existing_app(&root, app)?, Which::Live, json),
-            ["--get", app, key] => get(&root, &release::existing_app(&root, app)?, key),
-            ["--set", app, "--stdin"] => {
-                let app = release::existing_app(&root, app)?;
-                let input = piku::limits::read_stdin("the KEY=VALUE pairs on stdin")?;
-                let text = String::from_utf8(input).map_err(|_| Error::usage(format!("the values for '{app}' on stdin are not UTF-8; nothing was changed")))?;
-                let pairs: Vec<&str> = text.split('\0').filter(|p| !p.is_empty()).collect();
+        match args.mode {
+            Mode::Show(a) => show(&root, &release::existing_app(&root, &a.app)?, Which::User, a.json),
+            Mode::Live(a) => show(&root, &release::existing_app(&root, &a.app)?, Which::Live, a.json),
+            Mode::Get(a) => get(&root, &release::existing_app(&root, &a.app)?, &a.key),
+            Mode::Set(a) => {
+                let app = release::existing_app(&root, &a.app)?;
+                let input = if a.stdin { pairs_from_stdin(&app, &a.pairs)? } else { String::new() };
+                let pairs: Vec<&str> = if a.stdin { input.split('\0').filter(|p| !p.is_empty()).collect() } else { a.pairs.iter().map(String::as_str).collect() };
                 if pairs.is_empty() {
-                    return Err(Error::usage(format!("config:set {app} needs at least one KEY=VALUE")));
+                    return Err(Error::usage("set needs at least one KEY=VALUE; see piku-config set --help"));
                 }
                 set(&root, &app, &pairs)
             }
-            ["--set", app, pairs @ ..] if !pairs.is_empty() => set(&root, &release::existing_app(&root, app)?, pairs),
-            ["--unset", app, keys @ ..] if !keys.is_empty() => unset(&root, &release::existing_app(&root, app)?, keys),
-            ["--restore", app] => restore(&root, &release::existing_app(&root, app)?),
-            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
-            ["--recolour", app, id] => recolour(&root, &Release::open(&root, &AppName::parse(app)?, id)?),
-            ["--publish", app] => {
-                let app = AppName::parse(app)?;
+            Mode::Unset(a) => {
+                let keys: Vec<&str> = a.keys.iter().map(String::as_str).collect();
+                if keys.is_empty() {
+                    return Err(Error::usage("unset needs at least one KEY; see piku-config unset --help"));
+                }
+                unset(&root, &release::existing_app(&root, &a.app)?, &keys)
+            }
+            Mode::Restore(a) => restore(&root, &release::existing_app(&root, &a.app)?),
+            Mode::Destroy(a) => destroy(&root, &AppName::parse(&a.app)?),
+            Mode::Recolour(a) => recolour(&root, &Release::open(&root, &AppName::parse(&a.app)?, &a.release)?),
+            Mode::Publish(a) => {
+                let app = AppName::parse(&a.app)?;
                 let rel = Release::live_or_err(&root, &app)?;
                 let env = envfile::read_literal(&rel.fact_file("env"))?
-                    .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; run piku-config {app} {} first", rel.id, rel.id)))?;
+                    .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; run piku-config resolve {app} {} first", rel.id, rel.id)))?;
                 piku::paths::create_private_dir(&root.env_dir(&app))?;
                 write_env(&root.live_env_file(&app), &env)?;
                 sync_live_ports(&root, &app, &env)
             }
-            [app, id] if !app.starts_with('-') => {
-                let app = AppName::parse(app)?;
-                let rel = Release::open(&root, &app, id)?;
+            Mode::Resolve(a) => {
+                let app = AppName::parse(&a.app)?;
+                let rel = Release::open(&root, &app, &a.release)?;
                 let env = resolve(&root, &rel)?;
                 write_env(&rel.fact_file("env"), &env)
             }
-            [app] if !app.starts_with('-') => {
-                let app = AppName::parse(app)?;
+            Mode::Sync(a) => {
+                let app = AppName::parse(&a.app)?;
                 let rel = Release::live_or_err(&root, &app)?;
                 let env = envfile::read_literal(&root.live_env_file(&app))?
                     .ok_or_else(|| Error::new(format!("app '{app}' has no LIVE_ENV yet; deploy it first")))?;
@@ -89,9 +255,6 @@ fn main() -> ExitCode {
                 }
                 sync_live_ports(&root, &app, &env)
             }
-            _ => Err(Error::usage(
-                "usage: piku-config <app> [<release-id>] | --publish <app> | --recolour <app> <release-id> | --show|--live <app> [--json] | --get <app> KEY | --set <app> KEY=VALUE... | --unset <app> KEY... | --restore|--destroy <app>",
-            )),
         }
     })
 }
@@ -163,12 +326,21 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
             .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| Error::new(format!("PORT of '{app}' is {port:?}, not a TCP port number (1-65535)")))?;
-        // A colour's ports are nginx's only after the switch (--publish).
+        // A colour's ports are nginx's only after the switch (publish).
         if scaling::colour_of_port(root, app, Some(&port.to_string()))?.is_none() {
             write_web_ports(root, app, port)?;
         }
     }
     Ok(env)
+}
+
+/// `set --stdin`: the pairs as the front door sends them (bounded), never in argv.
+fn pairs_from_stdin(app: &AppName, extra: &[String]) -> Result<String> {
+    if !extra.is_empty() {
+        return Err(Error::usage(format!("set --stdin {app} takes its KEY=VALUE pairs from stdin only")));
+    }
+    let input = piku::limits::read_stdin("the KEY=VALUE pairs on stdin")?;
+    String::from_utf8(input).map_err(|_| Error::usage(format!("the values for '{app}' on stdin are not UTF-8; nothing was changed")))
 }
 
 /// The server's bounds on what an app's config may ask for (lib limits):
@@ -295,7 +467,7 @@ fn previous_port(root: &Root, app: &AppName) -> Option<u16> {
 /// nor `taken`.
 fn free_port(root: &Root, taken: &[u16]) -> Result<u16> {
     let mut claimed: Vec<u16> = taken.to_vec();
-    if let Ok(rd) = std::fs::read_dir(root.dir("envs")) {
+    if let Ok(rd) = fs::read_dir(root.dir("envs")) {
         for dir in rd.filter_map(|e| e.ok()).map(|e| e.path()) {
             if let Ok(Some(env)) = envfile::read_literal(&dir.join("LIVE_ENV")) {
                 claimed.extend(env.get("PORT").and_then(|p| p.parse::<u16>().ok()));
@@ -371,11 +543,11 @@ fn set(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
     save_user_env(root, app, &env)
 }
 
-/// Write envs/<app>/ENV, keeping the previous one for `--restore`.
+/// Write envs/<app>/ENV, keeping the previous one for `restore`.
 fn save_user_env(root: &Root, app: &AppName, env: &Env) -> Result<()> {
     piku::paths::create_private_dir(&root.env_dir(app))?;
     let path = root.user_env_file(app);
-    let before = std::fs::read(&path).unwrap_or_default();
+    let before = fs::read(&path).unwrap_or_default();
     atomic::write_file(&backup_file(root, app), &before, 0o600)?;
     write_env(&path, env)
 }
@@ -386,7 +558,7 @@ fn backup_file(root: &Root, app: &AppName) -> std::path::PathBuf {
 
 fn restore(root: &Root, app: &AppName) -> Result<()> {
     let backup = backup_file(root, app);
-    let before = std::fs::read(&backup).map_err(|e| Error::io("read", &backup, e))?;
+    let before = fs::read(&backup)?;
     if before.is_empty() {
         atomic::remove_file(&root.user_env_file(app))?;
     } else {
@@ -418,7 +590,7 @@ fn unset(root: &Root, app: &AppName, keys: &[&str]) -> Result<()> {
 fn destroy(root: &Root, app: &AppName) -> Result<()> {
     let dir = root.env_dir(app);
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
+        fs::remove_dir_all(&dir)?;
     }
     Ok(())
 }

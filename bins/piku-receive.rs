@@ -1,22 +1,11 @@
-//! piku-receive: everything git.
-//!
-//!   piku-receive --serve git-receive-pack|git-upload-pack <app>
-//!       create repos/<app> on first push (bare, core.hooksPath -> our hooks)
-//!       and hand the protocol to stock git.
-//!   piku-receive <app>   (in the hook, "old new ref" lines on stdin)
-//!       pick the deploy branch, materialise its commit as a new release tree
-//!       in releases/<app>/<id>/ with gix, print <id>; print nothing when there
-//!       is nothing to deploy (another branch, a deleted ref, already live).
-//!   piku-receive --activate <app> <id>
-//!       make <id> live: switch the apps/<app> symlink, note LAST_LIVE in
-//!       <id>.release; prune old releases.
-//!   piku-receive --verify <app>   (in the pre-receive hook)
-//!       refuse the push when the deploy branch's new Procfile or ENV does not parse.
-//!   piku-receive --destroy <app>
-//!       remove apps/<app>, releases/<app> and repos/<app>.
+//! piku-receive: everything git. Its modes (serve, checkout, activate,
+//! verify, destroy) are the subcommands below; `piku-receive --help` and
+//! `piku-receive <mode> --help` print their help.
 
+use argh::FromArgs;
+use fs_err as fs;
 use piku::envfile::{self, Env};
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::release::{self, Release};
 use piku::{AppName, Root, atomic, output, paths};
 use std::io::IsTerminal;
@@ -27,26 +16,140 @@ use std::process::{Command, ExitCode};
 const ZERO_ID: &str = "0000000000000000000000000000000000000000";
 const DEPLOY_BRANCH_FILE: &str = "piku-deploy-branch";
 
+/// Everything git for piku: hand pushes and clones to stock git, turn a pushed
+/// commit into a release tree, switch the live release.
+#[derive(FromArgs)]
+#[argh(
+    help_triggers("-h", "--help"),
+    example = "{command_name} checkout myapp < ref-lines\n{command_name} activate myapp 20240101-120000-5f3c2a1",
+    error_code(1, "the work failed (the message says why and what to do)"),
+    error_code(2, "usage error: nothing was done")
+)]
+struct Args {
+    #[argh(subcommand)]
+    mode: Mode,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Mode {
+    Serve(Serve),
+    Checkout(Checkout),
+    Activate(Activate),
+    Verify(Verify),
+    Destroy(Destroy),
+}
+
+/// the ssh side of git push and clone: hand the protocol to stock git.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "serve",
+    help_triggers("-h", "--help"),
+    example = "{command_name} git-receive-pack myapp",
+    note = "A push to a new app creates repos/<app> first (bare, with core.hooksPath set to piku's hooks)."
+)]
+struct Serve {
+    /// git-receive-pack (a push) or git-upload-pack (a clone or fetch)
+    #[argh(positional)]
+    verb: GitVerb,
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// write the pushed commit as a new release tree and print its id.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "checkout",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp < ref-lines",
+    note = "In the post-receive hook, with its \"old new ref\" lines on stdin: picks the deploy branch and writes its commit into releases/<app>/<id>/. Prints nothing when there is nothing to deploy (another branch, a deleted ref, already live). By hand (no stdin): the deploy branch's current commit."
+)]
+struct Checkout {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// make a release live: point apps/<app> at it.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "activate",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp 20240101-120000-5f3c2a1",
+    note = "Switches the apps/<app> symlink atomically, notes LAST_LIVE in <id>.release and prunes old releases."
+)]
+struct Activate {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// refuse a push whose Procfile or ENV does not parse.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "verify",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp < ref-lines",
+    note = "In the pre-receive hook, with its \"old new ref\" lines on stdin; exits 1 with the reason, which git shows the pusher."
+)]
+struct Verify {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// remove apps/<app>, releases/<app> and repos/<app>.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "destroy", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct Destroy {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// The two git services a client asks ssh for.
+enum GitVerb {
+    ReceivePack,
+    UploadPack,
+}
+
+impl std::str::FromStr for GitVerb {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "git-receive-pack" => Ok(GitVerb::ReceivePack),
+            "git-upload-pack" => Ok(GitVerb::UploadPack),
+            _ => Err("expected git-receive-pack or git-upload-pack".into()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    output::run_main("piku-receive", |args| {
+    let args: Args = piku::cli::parse();
+    output::run("piku-receive", || {
         let root = Root::from_env();
-        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["--serve", verb @ ("git-receive-pack" | "git-upload-pack"), app] => serve(&root, verb, &AppName::parse(app)?),
-            ["--activate", app, id] => activate(&root, &AppName::parse(app)?, id),
-            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
-            ["--verify", app] => verify(&root, &AppName::parse(app)?),
-            [app] if !app.starts_with('-') => receive(&root, &AppName::parse(app)?),
-            _ => Err(Error::usage(
-                "usage: piku-receive <app> < ref-lines | --serve git-receive-pack|git-upload-pack <app> | --activate <app> <release-id> | --verify <app> < ref-lines | --destroy <app>",
-            )),
+        match args.mode {
+            Mode::Serve(a) => serve(&root, a.verb, &AppName::parse(&a.app)?),
+            Mode::Checkout(a) => receive(&root, &AppName::parse(&a.app)?),
+            Mode::Activate(a) => activate(&root, &AppName::parse(&a.app)?, &a.release),
+            Mode::Verify(a) => verify(&root, &AppName::parse(&a.app)?),
+            Mode::Destroy(a) => destroy(&root, &AppName::parse(&a.app)?),
         }
     })
 }
 
 /// The ssh side of `git push` / `git clone`: exec stock git on the app's bare repo.
-fn serve(root: &Root, verb: &str, app: &AppName) -> Result<()> {
+fn serve(root: &Root, verb: GitVerb, app: &AppName) -> Result<()> {
     let repo = root.repo_dir(app);
-    if verb == "git-receive-pack" {
+    if let GitVerb::ReceivePack = verb {
         let hooks = paths::hooks_dir();
         if !hooks.join("post-receive").is_file() {
             return Err(Error::new(format!(
@@ -55,7 +158,7 @@ fn serve(root: &Root, verb: &str, app: &AppName) -> Result<()> {
             )));
         }
         if !repo.join("HEAD").is_file() {
-            std::fs::create_dir_all(root.dir("repos")).at("create directory", &root.dir("repos"))?;
+            fs::create_dir_all(root.dir("repos"))?;
             piku::process::run_captured(Command::new("git").args(["init", "--quiet", "--bare"]).arg(&repo), "git init")?;
         }
         // Set on every push, so repos made by piku.py switch to our hook in place.
@@ -66,14 +169,17 @@ fn serve(root: &Root, verb: &str, app: &AppName) -> Result<()> {
     } else if !repo.join("HEAD").is_file() {
         return Err(Error::new(format!("app '{app}' not found; push to it first")));
     }
-    // git-receive-pack -> `git receive-pack`: exec, so git owns stdin/stdout.
-    // A pack larger than PIKU_MAX_PUSH_MB is refused while it arrives,
-    // before any object is written (receive-pack passes the bound to index-pack).
-    let sub = verb.trim_start_matches("git-");
+    // exec, so git owns stdin/stdout. A pack larger than PIKU_MAX_PUSH_MB is
+    // refused while it arrives, before any object is written (receive-pack
+    // passes the bound to index-pack).
     let mut git = Command::new("git");
-    if verb == "git-receive-pack" {
-        git.arg("-c").arg(format!("receive.maxInputSize={}", piku::limits::max_push_bytes(root)?));
-    }
+    let sub = match verb {
+        GitVerb::ReceivePack => {
+            git.arg("-c").arg(format!("receive.maxInputSize={}", piku::limits::max_push_bytes(root)?));
+            "receive-pack"
+        }
+        GitVerb::UploadPack => "upload-pack",
+    };
     let err = git.arg(sub).arg(&repo).exec();
     Err(Error::new(format!("could not run git {sub}: {err}")))
 }
@@ -149,20 +255,20 @@ fn receive(root: &Root, app: &AppName) -> Result<()> {
     let releases = root.releases_dir(app);
     let staging = releases.join(format!(".{id}.tmp"));
     if staging.exists() {
-        std::fs::remove_dir_all(&staging).at("remove", &staging)?;
+        fs::remove_dir_all(&staging)?;
     }
-    std::fs::create_dir_all(&staging).at("create directory", &staging)?;
+    fs::create_dir_all(&staging)?;
     let mut submodules = Vec::new();
     if let Err(e) = write_tree(&repo, &tree, &staging, "", &mut submodules) {
         // A full disk or a crash of git's objects: leave no half-written tree behind.
-        let _ = std::fs::remove_dir_all(&staging);
+        let _ = fs::remove_dir_all(&staging);
         return Err(e);
     }
     for path in &submodules {
         output::warn(format!("submodule '{path}' is not checked out (submodules are not supported yet)"));
     }
     let dir = releases.join(&id);
-    std::fs::rename(&staging, &dir).at("publish release tree", &dir)?;
+    fs::rename(&staging, &dir)?;
     let mut facts = Env::new();
     facts.insert("COMMIT".into(), commit_hex.clone());
     facts.insert("REF".into(), refname);
@@ -170,7 +276,7 @@ fn receive(root: &Root, app: &AppName) -> Result<()> {
     facts.insert("MESSAGE".into(), message.lines().next().unwrap_or("").trim().to_string());
     atomic::write_file(&releases.join(format!("{id}.release")), envfile::render(&facts)?.as_bytes(), 0o644)?;
     let data = root.data_dir(app);
-    std::fs::create_dir_all(&data).at("create directory", &data)?;
+    fs::create_dir_all(&data)?;
     output::data(&id);
     Ok(())
 }
@@ -185,7 +291,7 @@ fn deploy_branch(root: &Root, app: &AppName) -> Result<Option<String>> {
     if let Some(b) = user.get("DEPLOY_BRANCH").filter(|b| !b.is_empty()) {
         return Ok(Some(b.trim_start_matches("refs/heads/").to_string()));
     }
-    match std::fs::read_to_string(root.repo_dir(app).join(DEPLOY_BRANCH_FILE)) {
+    match fs::read_to_string(root.repo_dir(app).join(DEPLOY_BRANCH_FILE)) {
         Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
         _ => Ok(None),
     }
@@ -206,24 +312,24 @@ fn write_tree(repo: &gix::Repository, tree: &gix::Tree<'_>, dir: &Path, prefix: 
         let oid = entry.oid.to_owned();
         match entry.mode.kind() {
             EntryKind::Tree => {
-                std::fs::create_dir(&path).at("create directory", &path)?;
+                fs::create_dir(&path)?;
                 let sub = repo.find_tree(oid).map_err(|e| Error::new(format!("missing tree {oid}: {e}")))?;
                 write_tree(repo, &sub, &path, &format!("{prefix}{name}/"), submodules)?;
             }
             kind @ (EntryKind::Blob | EntryKind::BlobExecutable) => {
                 let blob = repo.find_blob(oid).map_err(|e| Error::new(format!("missing blob {oid}: {e}")))?;
-                std::fs::write(&path, &blob.data).at("write", &path)?;
+                fs::write(&path, &blob.data)?;
                 piku::mapped::note_read(blob.data.len());
                 let mode = if kind == EntryKind::BlobExecutable { 0o755 } else { 0o644 };
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).at("set the mode of", &path)?;
+                fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
             }
             EntryKind::Link => {
                 let blob = repo.find_blob(oid).map_err(|e| Error::new(format!("missing blob {oid}: {e}")))?;
                 let target = std::ffi::OsStr::new(std::str::from_utf8(&blob.data).unwrap_or_default());
-                std::os::unix::fs::symlink(target, &path).at("create symlink", &path)?;
+                fs::os::unix::fs::symlink(target, &path)?;
             }
             EntryKind::Commit => {
-                std::fs::create_dir(&path).at("create directory", &path)?;
+                fs::create_dir(&path)?;
                 submodules.push(format!("{prefix}{name}"));
             }
         }
@@ -238,7 +344,7 @@ fn activate(root: &Root, app: &AppName, id: &str) -> Result<()> {
     if link.is_dir() && !link.is_symlink() {
         // A tree left by piku.py: keep it as a release instead of deleting it.
         let kept = root.releases_dir(app).join(format!("{}-pikupy", release::utc_stamp(now_secs())));
-        std::fs::rename(&link, &kept).at("move piku.py's app tree to", &kept)?;
+        fs::rename(&link, &kept)?;
         output::step(format!("Kept piku.py's tree of '{app}' as {}", kept.display()));
     }
     // The release being replaced keeps serving while it drains: never pruned now.
@@ -270,7 +376,7 @@ fn prune(root: &Root, app: &AppName, live: &str, draining: Option<&str>) -> Resu
     let dir = root.releases_dir(app);
     for id in ids.iter().take(ids.len().saturating_sub(keep)).filter(|id| id.as_str() != live && Some(id.as_str()) != draining) {
         let tree = dir.join(id);
-        std::fs::remove_dir_all(&tree).at("remove old release", &tree)?;
+        fs::remove_dir_all(&tree)?;
         for fact in ["release", "build", "env"] {
             atomic::remove_file(&dir.join(format!("{id}.{fact}")))?;
         }
@@ -287,11 +393,11 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
     if link.is_symlink() {
         atomic::remove_file(&link)?;
     } else if link.is_dir() {
-        std::fs::remove_dir_all(&link).at("remove", &link)?;
+        fs::remove_dir_all(&link)?;
     }
     for dir in [root.releases_dir(app), root.repo_dir(app)] {
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).at("remove", &dir)?;
+            fs::remove_dir_all(&dir)?;
         }
     }
     Ok(())

@@ -1,33 +1,15 @@
-//! piku-uwsgi: the app's workers, as uWSGI vassals under the emperor.
-//!
-//!   piku-uwsgi --check <app> <release-id>   render a staged release, publish nothing
-//!   piku-uwsgi --stage <app> <release-id>   start the release's web-facing
-//!                               workers on their colour, beside the live ones,
-//!                               and wait until they answer (the health check);
-//!                               a release that does not is stopped again
-//!   piku-uwsgi <app>            make the workers match the live release
-//!                               (Procfile + SCALING + LIVE_ENV): switch the wsgi
-//!                               socket to the live colour, replace the background
-//!                               workers; the other colour's web workers are left
-//!                               to drain (stopped at once when PIKU_DRAIN_SECONDS=0)
-//!   piku-uwsgi --retire <app>   wait out the drain, then stop them
-//!   piku-uwsgi --stop|--start|--restart|--destroy <app>
-//!   piku-uwsgi --ps <app> [--json]        worker counts and which workers run
-//!   piku-uwsgi --scale <app> kind=N...    validate and store SCALING (not applied)
-//!   piku-uwsgi --logs <app> [kind] [-n N] [--no-follow]
-//!   piku-uwsgi --setup          write the emperor's uwsgi/uwsgi.ini
+//! piku-uwsgi: the app's workers, as uWSGI vassals under the emperor. Its
+//! modes (check, stage, publish, restart, retire, stop, start, destroy, ps,
+//! scale, logs, setup) are the subcommands below; `piku-uwsgi --help` and
+//! `piku-uwsgi <mode> --help` print their help.
 //!
 //! A vassal is written to uwsgi-available/ and published by an atomic rename
 //! into uwsgi-enabled/, which the emperor watches (names: lib vassals.rs).
-//!
-//! Settings (the app's ENV, else $PIKU_ROOT/settings): PIKU_HEALTHCHECK_TIMEOUT
-//! (seconds, default 30), PIKU_HEALTHCHECK_PATH (a path that must answer 2xx or
-//! 3xx; default: any answer below 500 for /), PIKU_HEALTHCHECK=off,
-//! PIKU_DRAIN_SECONDS (how long the old colour keeps running after the
-//! switch, for requests in flight; default 3).
 
+use argh::FromArgs;
+use fs_err as fs;
 use piku::envfile::{self, Env};
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::procfile;
 use piku::release::{self, Release};
 use piku::scaling::{self, read_scaling};
@@ -48,13 +30,183 @@ const LOG_MAXSIZE: &str = "1048576";
 /// uWSGI's Java classes (Debian's uwsgi-plugin-jvm), which a JWSGI app needs.
 const JVM_UWSGI_JAR: &str = "/usr/share/java/uwsgi.jar";
 
+/// The app's workers, as uWSGI vassals under the emperor: render, stage,
+/// publish, stop, scale, and show them.
+#[derive(FromArgs)]
+#[argh(
+    help_triggers("-h", "--help"),
+    example = "{command_name} stage myapp 20240101-120000-5f3c2a1\n{command_name} ps myapp --json\n{command_name} logs myapp web -n 50 --no-follow",
+    note = "A vassal is written to uwsgi-available/ and published by an atomic rename into uwsgi-enabled/, which the emperor watches. Settings (the app's ENV, else $PIKU_ROOT/settings): PIKU_HEALTHCHECK_TIMEOUT (seconds, default 30), PIKU_HEALTHCHECK_PATH (a path that must answer 2xx or 3xx; default: any answer below 500 for /), PIKU_HEALTHCHECK=off, PIKU_DRAIN_SECONDS (how long the old colour keeps running after the switch; default 3).",
+    error_code(1, "the work failed (the message says why and what to do)"),
+    error_code(2, "usage error: nothing was done")
+)]
+struct Args {
+    #[argh(subcommand)]
+    mode: Mode,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Mode {
+    Check(Check),
+    Stage(Stage),
+    Publish(Publish),
+    Restart(Restart),
+    Retire(Retire),
+    Stop(Stop),
+    Start(Start),
+    Destroy(Destroy),
+    Ps(Ps),
+    Scale(Scale),
+    Logs(Logs),
+    Setup(Setup),
+}
+
+/// render a staged release's vassals and check them; publish nothing.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check", help_triggers("-h", "--help"), example = "{command_name} myapp 20240101-120000-5f3c2a1")]
+struct Check {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// start a release's web workers beside the live ones and health-check them.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "stage",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp 20240101-120000-5f3c2a1",
+    note = "The release's web-facing workers start on its colour and must answer (the health check, PIKU_HEALTHCHECK_*); a release that does not is stopped again and the live one keeps serving."
+)]
+struct Stage {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// make the workers match the live release.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "publish",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp",
+    note = "From the Procfile, SCALING and LIVE_ENV: switches the wsgi socket to the live colour and replaces the background workers; the other colour's web workers are left to drain (stopped at once when PIKU_DRAIN_SECONDS=0)."
+)]
+struct Publish {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// like publish, even when PIKU_AUTO_RESTART is off (restart, rollback).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "restart", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct Restart {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// wait out the drain of the previous web workers, then stop them.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "retire", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct Retire {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// stop all of the app's workers.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "stop", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct Stop {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// start the app's workers again after a stop.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "start", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct Start {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// stop the app's workers and remove their files.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "destroy", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct Destroy {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// worker counts and which workers run.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "ps", help_triggers("-h", "--help"), example = "{command_name} myapp --json")]
+struct Ps {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// print JSON instead
+    #[argh(switch)]
+    json: bool,
+}
+
+/// validate and store worker counts in SCALING (applied by the next publish).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "scale", help_triggers("-h", "--help"), example = "{command_name} myapp web=2 worker=1")]
+struct Scale {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// kind=N pairs (Procfile kinds), at least one
+    #[argh(positional)]
+    pairs: Vec<String>,
+}
+
+/// print the workers' logs, then follow them.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "logs", help_triggers("-h", "--help"), example = "{command_name} myapp web -n 50 --no-follow")]
+struct Logs {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// only this kind of worker (a Procfile kind, e.g. web)
+    #[argh(positional)]
+    kind: Option<String>,
+    /// how many lines of each log to show first (default 20)
+    #[argh(option, short = 'n', default = "20")]
+    lines: usize,
+    /// print and exit; do not wait for more
+    #[argh(switch)]
+    no_follow: bool,
+}
+
+/// write the emperor's configuration, uwsgi/uwsgi.ini.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "setup", help_triggers("-h", "--help"), example = "{command_name}")]
+struct Setup {}
+
 fn main() -> ExitCode {
-    output::run_main("piku-uwsgi", |args| {
+    let args: Args = piku::cli::parse();
+    output::run("piku-uwsgi", || {
         let root = Root::from_env();
-        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["--setup"] => setup(&root),
-            ["--check", app, id] => {
-                let rel = Release::open(&root, &AppName::parse(app)?, id)?;
+        match args.mode {
+            Mode::Setup(_) => setup(&root),
+            Mode::Check(a) => {
+                let rel = Release::open(&root, &AppName::parse(&a.app)?, &a.release)?;
                 let env = envfile::read_literal(&rel.fact_file("env"))?
                     .ok_or_else(|| Error::new(format!("release {} of '{}' has no resolved environment; run piku-config first", rel.id, rel.app)))?;
                 let colour = scaling::colour_of_port(&root, &rel.app, env.get("PORT").map(String::as_str))?;
@@ -64,20 +216,22 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            ["--retire", app] => retire(&root, &release::existing_app(&root, app)?),
-            ["--stage", app, id] => stage(&root, &Release::open(&root, &AppName::parse(app)?, id)?),
-            ["--stop", app] => stop(&root, &release::existing_app(&root, app)?),
-            ["--destroy", app] => destroy(&root, &AppName::parse(app)?),
-            ["--ps", app] => ps(&root, &release::existing_app(&root, app)?, false),
-            ["--ps", app, "--json"] => ps(&root, &release::existing_app(&root, app)?, true),
-            ["--scale", app, pairs @ ..] if !pairs.is_empty() => scale(&root, &release::existing_app(&root, app)?, pairs),
-            ["--logs", app, rest @ ..] => logs(&root, &release::existing_app(&root, app)?, rest),
-            ["--start", app] => start(&root, &release::existing_app(&root, app)?),
-            ["--restart", app] => publish(&root, &release::existing_app(&root, app)?, true),
-            [app] if !app.starts_with('-') => publish(&root, &release::existing_app(&root, app)?, false),
-            _ => Err(Error::usage(
-                "usage: piku-uwsgi <app> | --check|--stage <app> <release-id> | --retire <app> | --stop|--start|--restart|--destroy <app> | --ps <app> [--json] | --scale <app> kind=N... | --logs <app> [kind] [-n N] [--no-follow] | --setup",
-            )),
+            Mode::Retire(a) => retire(&root, &release::existing_app(&root, &a.app)?),
+            Mode::Stage(a) => stage(&root, &Release::open(&root, &AppName::parse(&a.app)?, &a.release)?),
+            Mode::Stop(a) => stop(&root, &release::existing_app(&root, &a.app)?),
+            Mode::Destroy(a) => destroy(&root, &AppName::parse(&a.app)?),
+            Mode::Ps(a) => ps(&root, &release::existing_app(&root, &a.app)?, a.json),
+            Mode::Scale(a) => {
+                let pairs: Vec<&str> = a.pairs.iter().map(String::as_str).collect();
+                if pairs.is_empty() {
+                    return Err(Error::usage("scale needs at least one kind=N; see piku-uwsgi scale --help"));
+                }
+                scale(&root, &release::existing_app(&root, &a.app)?, &pairs)
+            }
+            Mode::Logs(a) => logs(&root, &release::existing_app(&root, &a.app)?, a.kind.as_deref(), a.lines, !a.no_follow),
+            Mode::Start(a) => start(&root, &release::existing_app(&root, &a.app)?),
+            Mode::Restart(a) => publish(&root, &release::existing_app(&root, &a.app)?, true),
+            Mode::Publish(a) => publish(&root, &release::existing_app(&root, &a.app)?, false),
         }
     })
 }
@@ -180,7 +334,7 @@ fn render_all(
             let name = vassal_name(&rel.app, &worker.kind, n, colour);
             // A reloaded vassal keeps its old process environment (uWSGI
             // re-execs itself): unset what the running one had and this one drops.
-            let running = std::fs::read_to_string(root.dir("uwsgi-enabled").join(&name)).unwrap_or_default();
+            let running = fs::read_to_string(root.dir("uwsgi-enabled").join(&name)).unwrap_or_default();
             let removed: Vec<String> = running
                 .lines()
                 .filter_map(|l| l.strip_prefix("env = ")?.split_once('=').map(|(k, _)| k.to_string()))
@@ -347,7 +501,7 @@ fn number(name: &str, value: &str) -> Result<String> {
 fn include_settings(rel: &Release, env: &Env) -> Result<Vec<(String, String)>> {
     let Some(file) = env.get("UWSGI_INCLUDE_FILE").filter(|f| !f.is_empty()) else { return Ok(vec![]) };
     let path = rel.dir.join(file);
-    let text = std::fs::read_to_string(&path)
+    let text = fs::read_to_string(&path)
         .map_err(|e| Error::new(format!("UWSGI_INCLUDE_FILE {file:?} of '{}' cannot be read: {e}", rel.app)))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -378,11 +532,11 @@ fn wanted_scaling(root: &Root, rel: &Release) -> Result<BTreeMap<String, u32>> {
 fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     let rel = Release::live_or_err(root, app)?;
     let env = envfile::read_literal(&root.live_env_file(app))?
-        .ok_or_else(|| Error::new(format!("app '{app}' has no LIVE_ENV; run piku-config {app} first")))?;
+        .ok_or_else(|| Error::new(format!("app '{app}' has no LIVE_ENV; run piku-config publish {app} first")))?;
     let procfile = rel.procfile()?;
     let scaling = wanted_scaling(root, &rel)?;
     let text = scaling::render_counts(procfile.workers().map(|w| (w.kind.as_str(), scaling[&w.kind])));
-    if std::fs::read_to_string(root.scaling_file(app)).ok().as_deref() != Some(text.as_str()) {
+    if fs::read_to_string(root.scaling_file(app)).ok().as_deref() != Some(text.as_str()) {
         atomic::write_file(&root.scaling_file(app), text.as_bytes(), 0o644)?;
     }
     let colour = scaling::colour_of_port(root, app, env.get("PORT").map(String::as_str))?;
@@ -397,7 +551,7 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     if let Some(c) = colour.filter(|_| procfile.has("wsgi") && behind_nginx) {
         let link = socket_path(root, app, None);
         let target = PathBuf::from(format!("{app}.{c}.sock"));
-        if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+        if fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
             atomic::replace_symlink(&target, &link)?;
             output::step(format!("nginx now reaches '{app}' through its {c} workers"));
         }
@@ -405,11 +559,11 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
 
     let restart = force || envfile::flag(&env, "PIKU_AUTO_RESTART", true);
     for (name, text) in &wanted {
-        if std::fs::read_to_string(available.join(name)).ok().as_deref() != Some(text.as_str()) {
+        if fs::read_to_string(available.join(name)).ok().as_deref() != Some(text.as_str()) {
             atomic::write_file(&available.join(name), text.as_bytes(), vassals::VASSAL_MODE)?;
         }
         let live = enabled.join(name);
-        let current = std::fs::read_to_string(&live).ok();
+        let current = fs::read_to_string(&live).ok();
         if current.is_none() || (restart && current.as_deref() != Some(text.as_str())) {
             atomic::write_file_newer(&live, text.as_bytes(), vassals::VASSAL_MODE)?;
             let verb = if current.is_some() { "Restarting" } else { "Spawning" };
@@ -425,7 +579,7 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
         output::step(format!("PIKU_AUTO_RESTART is off: running workers of '{app}' keep their configuration until 'restart'"));
     }
     // The other colour served until nginx switched: it stops after a drain,
-    // which `--retire` waits out (the hook runs it in the background).
+    // which `retire` waits out (the hook runs it in the background).
     let drain = seconds(root, &env, "PIKU_DRAIN_SECONDS", 3)?;
     let draining = |name: &str| colour.is_some() && !drain.is_zero() && parse_vassal(app, name).is_some_and(|(k, _, _)| is_web_facing(&k));
     let mut drained = false;
@@ -497,7 +651,7 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
     atomic::remove_file(&root.scaling_file(app))?;
     let logs = root.log_dir(app);
     if logs.exists() {
-        std::fs::remove_dir_all(&logs).at("remove", &logs)?;
+        fs::remove_dir_all(&logs)?;
     }
     Ok(())
 }
@@ -574,27 +728,12 @@ fn scale(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
 }
 
 /// `logs`: the last lines of each worker log (or one kind's), then follow.
-fn logs(root: &Root, app: &AppName, rest: &[&str]) -> Result<()> {
-    let mut kind: Option<&str> = None;
-    let mut lines = 20usize;
-    let mut follow = true;
-    let mut it = rest.iter();
-    while let Some(arg) = it.next() {
-        match *arg {
-            "--no-follow" => follow = false,
-            "-n" => {
-                let v = it.next().ok_or_else(|| Error::usage("-n needs a number of lines"))?;
-                lines = v.parse().map_err(|_| Error::usage(format!("-n needs a number of lines, not {v:?}")))?;
-            }
-            k if !k.starts_with('-') && kind.is_none() => kind = Some(k),
-            other => return Err(Error::usage(format!("logs: unexpected argument {other:?}"))),
-        }
-    }
+fn logs(root: &Root, app: &AppName, kind: Option<&str>, lines: usize, follow: bool) -> Result<()> {
     let dir = root.log_dir(app);
     // Web workers log per colour: show the live colour's, as `kind.n`.
     let live_env = envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
     let live_colour = scaling::colour_of_port(root, app, live_env.get("PORT").map(String::as_str))?;
-    let mut files: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&dir)
+    let mut files: Vec<(String, std::path::PathBuf)> = fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -3,7 +3,7 @@
 //! never through a shell: lib forced_command) and the local CLI; it parses
 //! piku's command line and runs the tool that owns the work.
 
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::lock::AppLock;
 use piku::release::{self, Release};
 use piku::authorized_keys::{self, AuthorizedKeys, Change};
@@ -68,16 +68,16 @@ fn dispatch(root: &Root, args: &[String]) -> Result<()> {
         ["setup:ssh", rest @ ..] if !rest.is_empty() => setup_ssh(rest),
         [verb @ ("git-receive-pack" | "git-upload-pack"), app] => {
             let app = AppName::parse(git_path_to_app(app))?;
-            exec(Command::new(paths::tool("piku-receive")).args(["--serve", verb, app.as_str()]))
+            exec(Command::new(paths::tool("piku-receive")).args(["serve", verb, app.as_str()]))
         }
-        ["config", app, rest @ ..] => tool_for_app(root, "piku-config", "--show", app, rest),
-        ["config:live", app, rest @ ..] => tool_for_app(root, "piku-config", "--live", app, rest),
-        ["config:get", app, key] => tool_for_app(root, "piku-config", "--get", app, &[key]),
-        ["config:set", app, rest @ ..] => change_config(root, app, "--set", rest),
-        ["config:unset", app, rest @ ..] => change_config(root, app, "--unset", rest),
+        ["config", app, rest @ ..] => tool_for_app(root, "piku-config", "show", app, rest),
+        ["config:live", app, rest @ ..] => tool_for_app(root, "piku-config", "live", app, rest),
+        ["config:get", app, key] => tool_for_app(root, "piku-config", "get", app, &["--", key]),
+        ["config:set", app, rest @ ..] => change_config(root, app, "set", rest),
+        ["config:unset", app, rest @ ..] => change_config(root, app, "unset", rest),
         ["deploy", app] => deploy(root, &release::existing_app(root, app)?),
-        ["stop", app] => tool_for_app(root, "piku-uwsgi", "--stop", app, &[]),
-        ["start", app] => tool_for_app(root, "piku-uwsgi", "--start", app, &[]),
+        ["stop", app] => tool_for_app(root, "piku-uwsgi", "stop", app, &[]),
+        ["start", app] => tool_for_app(root, "piku-uwsgi", "start", app, &[]),
         ["restart", app] => {
             let app = release::existing_app(root, app)?;
             let live = Release::live_or_err(root, &app)?;
@@ -87,11 +87,11 @@ fn dispatch(root: &Root, args: &[String]) -> Result<()> {
         ["releases", app, rest @ ..] if rest.is_empty() || rest == ["--json"] => releases(root, &release::existing_app(root, app)?, !rest.is_empty()),
         ["rollback", app, rest @ ..] if rest.len() <= 1 => rollback(root, &release::existing_app(root, app)?, rest.first().copied()),
         ["run", app, cmd @ ..] if !cmd.is_empty() => run(root, &release::existing_app(root, app)?, cmd),
-        ["ps", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--ps", app, rest),
-        ["logs", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "--logs", app, rest),
+        ["ps", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "ps", app, rest),
+        ["logs", app, rest @ ..] => tool_for_app(root, "piku-uwsgi", "logs", app, rest),
         ["ps:scale", app, pairs @ ..] if !pairs.is_empty() => scale(root, &release::existing_app(root, app)?, pairs),
         ["destroy", app] => destroy(root, &release::existing_app(root, app)?),
-        ["certs:renew", apps @ ..] => exec(Command::new(paths::tool("piku-nginx")).arg("--renew").args(apps)),
+        ["certs:renew", apps @ ..] => exec(Command::new(paths::tool("piku-nginx")).arg("renew").args(apps)),
         [cmd, ..] if is_known(cmd) => Err(Error::usage(format!("wrong arguments for '{cmd}'; see 'help'"))),
         [cmd, rest @ ..] => match plugin(root, cmd) {
             Some(path) => exec(Command::new(path).args(rest).env("PIKU_ROOT", &root.root)),
@@ -221,11 +221,11 @@ fn run_tool(tool: &str, args: &[&str]) -> Result<()> {
 /// between pairs (a byte no argument can hold), never in its argv, which
 /// `ps` shows every user of the machine.
 fn store_config(app: &AppName, verb: &str, items: &[&str]) -> Result<()> {
-    if verb != "--set" {
-        return run_tool("piku-config", &[&[verb, app.as_str()], items].concat());
+    if verb != "set" {
+        return run_tool("piku-config", &[&[verb, app.as_str(), "--"], items].concat());
     }
     let mut child = Command::new(paths::tool("piku-config"))
-        .args(["--set", app.as_str(), "--stdin"])
+        .args(["set", "--stdin", app.as_str()])
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| Error::new(format!("could not run piku-config: {e}; is piku installed?")))?;
@@ -269,7 +269,7 @@ fn setup(root: &Root) -> Result<()> {
     for d in paths::ROOT_DIRS {
         let dir = root.dir(d);
         if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+            fs_err::create_dir_all(&dir)?;
             output::step(format!("Created {}", dir.display()));
         }
         // Also on a server set up before: what these hold is private.
@@ -277,7 +277,7 @@ fn setup(root: &Root) -> Result<()> {
             paths::create_private_dir(&dir)?;
         }
     }
-    run_tool("piku-uwsgi", &["--setup"])?;
+    run_tool("piku-uwsgi", &["setup"])?;
     upgrade_keys()
 }
 
@@ -361,8 +361,8 @@ fn setup_ssh(args: &[&str]) -> Result<()> {
             Change::Added => output::step(format!("Adding key {fingerprint} ({name}{})", apps.as_ref().map(|a| format!(", apps: {}", a.join(","))).unwrap_or_default())),
         }
     }
-    std::fs::create_dir_all(&ssh_dir).at("create directory", &ssh_dir)?;
-    std::fs::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).at("set the mode of", &ssh_dir)?;
+    fs_err::create_dir_all(&ssh_dir)?;
+    fs_err::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     file_keys.write(&auth)
 }
 
@@ -395,7 +395,7 @@ fn change_config(root: &Root, app: &str, verb: &str, rest: &[&str]) -> Result<()
     let no_restart = rest.contains(&"--no-restart");
     let items: Vec<&str> = rest.iter().copied().filter(|a| *a != "--no-restart").collect();
     if items.is_empty() {
-        return Err(Error::usage(format!("config:{} needs at least one {}", verb.trim_start_matches("--"), if verb == "--set" { "KEY=VALUE" } else { "KEY" })));
+        return Err(Error::usage(format!("config:{verb} needs at least one {}", if verb == "set" { "KEY=VALUE" } else { "KEY" })));
     }
     {
         let _lock = AppLock::acquire(root, &app)?;
@@ -411,7 +411,7 @@ fn change_config(root: &Root, app: &str, verb: &str, rest: &[&str]) -> Result<()
     };
     if let Err(e) = run_chain(root, &app, &live) {
         let _lock = AppLock::acquire(root, &app)?;
-        run_tool("piku-config", &["--restore", app.as_str()])?;
+        run_tool("piku-config", &["restore", app.as_str()])?;
         return Err(Error::new(format!("{}; the config change was not applied and was undone", e.message)));
     }
     Ok(())
@@ -463,21 +463,21 @@ fn run(root: &Root, app: &AppName, cmd: &[&str]) -> Result<()> {
 /// workers and nginx; no rebuild.
 fn scale(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
     let _lock = AppLock::acquire(root, app)?;
-    run_tool("piku-uwsgi", &[&["--scale", app.as_str()], pairs].concat())?;
-    run_tool("piku-config", &[app.as_str()])?;
-    run_tool("piku-uwsgi", &[app.as_str()])?;
-    run_tool("piku-nginx", &[app.as_str()])
+    run_tool("piku-uwsgi", &[&["scale", app.as_str(), "--"], pairs].concat())?;
+    run_tool("piku-config", &["sync", app.as_str()])?;
+    run_tool("piku-uwsgi", &["publish", app.as_str()])?;
+    run_tool("piku-nginx", &["publish", app.as_str()])
 }
 
 /// `destroy`: each tool removes its own files; data/ and cache/ are kept.
 fn destroy(root: &Root, app: &AppName) -> Result<()> {
     let _lock = AppLock::acquire(root, app)?;
     output::step(format!("Destroying '{app}'"));
-    run_tool("piku-uwsgi", &["--destroy", app.as_str()])?;
-    run_tool("piku-nginx", &["--destroy", app.as_str()])?;
-    run_tool("piku-build", &["--destroy", app.as_str()])?;
-    run_tool("piku-config", &["--destroy", app.as_str()])?;
-    run_tool("piku-receive", &["--destroy", app.as_str()])?;
+    run_tool("piku-uwsgi", &["destroy", app.as_str()])?;
+    run_tool("piku-nginx", &["destroy", app.as_str()])?;
+    run_tool("piku-build", &["destroy", app.as_str()])?;
+    run_tool("piku-config", &["destroy", app.as_str()])?;
+    run_tool("piku-receive", &["destroy", app.as_str()])?;
     for kept in [root.data_dir(app), root.cache_dir(app)] {
         if kept.exists() {
             output::warn(format!("Kept {} (remove it by hand if you are sure)", kept.display()));

@@ -2,7 +2,8 @@
 //! which no watcher's `*.ini` / `*.conf` glob picks up), fsync, chmod, rename.
 //! A reader never sees half a file; a crash never leaves one in place.
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, Result};
+use fs_err as fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -24,8 +25,13 @@ pub fn restrict_umask() {
 }
 
 /// Create `dir` and its missing parents, at most 0755 (before the umask).
+/// fs-err has no DirBuilder, so this one call names its path itself.
 pub fn create_dir_all(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).at("create directory", dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| Error::new(format!("failed to create directory `{}`: {e}", dir.display())))
 }
 
 /// Write `contents` to `path` atomically with the given mode.
@@ -44,18 +50,18 @@ fn write(path: &Path, contents: &[u8], mode: u32, newer: bool) -> Result<()> {
     let dir = parent_of(path);
     create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .at("create a temporary file in", dir)?;
-    tmp.write_all(contents).at("write", tmp.path())?;
-    tmp.as_file().sync_all().at("sync", tmp.path())?;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).at("set the mode of", tmp.path())?;
+    let tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
+    let (file, tmp_path) = tmp.into_parts();
+    let mut file = fs::File::from_parts(file, &*tmp_path);
+    file.write_all(contents)?;
+    file.sync_all()?;
+    fs::set_permissions(&tmp_path, std::fs::Permissions::from_mode(mode))?;
     if newer && let Some(at) = later_than(path) {
-        tmp.as_file().set_modified(at).at("set the time of", tmp.path())?;
+        file.set_modified(at)?;
     }
-    tmp.persist(path).map_err(|e| e.error).at("replace", path)?;
+    fs::rename(&tmp_path, path)?;
+    // Renamed away: nothing is left at the temporary name to delete.
+    let _ = tmp_path.keep();
     Ok(())
 }
 
@@ -63,7 +69,7 @@ fn write(path: &Path, contents: &[u8], mode: u32, newer: bool) -> Result<()> {
 /// in the past by a whole second; None when no file is there.
 fn later_than(path: &Path) -> Option<std::time::SystemTime> {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
-    let old = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    let old = fs::metadata(path).and_then(|m| m.modified()).ok()?;
     let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let now = SystemTime::now();
     (secs(old) >= secs(now)).then(|| UNIX_EPOCH + Duration::from_secs(secs(old) + 1))
@@ -75,18 +81,18 @@ pub fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
     create_dir_all(dir)?;
     let name = link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).at("create symlink", &tmp)?;
-    std::fs::rename(&tmp, link).at("switch symlink", link)?;
+    let _ = fs::remove_file(&tmp);
+    fs::os::unix::fs::symlink(target, &tmp)?;
+    fs::rename(&tmp, link)?;
     Ok(())
 }
 
 /// Remove a file if it is there; a missing file is not an error.
 pub fn remove_file(path: &Path) -> Result<bool> {
-    match std::fs::remove_file(path) {
+    match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(crate::error::Error::io("remove", path, e)),
+        Err(e) => Err(e.into()),
     }
 }
 

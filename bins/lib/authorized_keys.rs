@@ -87,15 +87,10 @@ impl AuthorizedKeys {
     /// Read `path`: a missing file has no lines; a file that cannot be read,
     /// or is not UTF-8 text, is an error (never taken for an empty one).
     pub fn read(path: &Path) -> Result<AuthorizedKeys> {
-        let bytes = match std::fs::read(path) {
+        let bytes = match fs_err::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AuthorizedKeys::default()),
-            Err(e) => {
-                return Err(Error::new(format!(
-                    "cannot read {}: {e}; it was left as it is (fix its owner or mode, then run setup:ssh again)",
-                    path.display()
-                )));
-            }
+            Err(e) => return Err(Error::new(format!("cannot read the ssh keys: {e}; the file was left as it is (fix its owner or mode, then run setup:ssh again)"))),
         };
         let text = String::from_utf8(bytes).map_err(|e| {
             Error::new(format!(

@@ -4,6 +4,7 @@
 //! the file and the line (piku ignores the whole file silently).
 
 use crate::error::{Error, Result};
+use fs_err as fs;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -81,7 +82,7 @@ pub fn parse_into(env: &mut Env, text: &str, origin: &str, expand: bool) -> Resu
 
 /// Read an ENV file into `env` if it exists; a missing file adds nothing.
 pub fn read_into(env: &mut Env, path: &Path, expand: bool) -> Result<bool> {
-    match std::fs::read(path) {
+    match fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8(bytes)
                 .map_err(|_| Error::new(format!("{} is not UTF-8 text", path.display())))?;
@@ -89,7 +90,7 @@ pub fn read_into(env: &mut Env, path: &Path, expand: bool) -> Result<bool> {
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io("read", path, e)),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -2,7 +2,6 @@
 //! Exit 0 success, 1 failure, 2 usage error (DESIGN.md, "Output and exit codes").
 
 use std::fmt;
-use std::path::Path;
 
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -26,11 +25,6 @@ impl Error {
         Error { message: message.into(), code: EXIT_USAGE }
     }
 
-    /// An I/O error on a file, naming the file and what we were doing.
-    pub fn io(doing: &str, path: &Path, err: std::io::Error) -> Self {
-        Error::new(format!("could not {doing} {}: {err}", path.display()))
-    }
-
     /// Prefix the message with more context (e.g. the app).
     pub fn context(mut self, what: impl fmt::Display) -> Self {
         self.message = format!("{what}: {}", self.message);
@@ -46,13 +40,29 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Attach a file path to an io::Result.
-pub trait IoContext<T> {
-    fn at(self, doing: &str, path: &Path) -> Result<T>;
+/// File I/O goes through fs-err (`use fs_err as fs;`), whose errors already
+/// name the operation and the path ("failed to create directory `…`: …"), so
+/// `?` on them is enough; the caller adds the app and what to do.
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::new(err.to_string())
+    }
 }
 
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn at(self, doing: &str, path: &Path) -> Result<T> {
-        self.map_err(|e| Error::io(doing, path, e))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_error_names_the_operation_and_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ENV");
+        let err: Error = fs_err::read_to_string(&missing).unwrap_err().into();
+        assert_eq!(err.code, EXIT_FAILURE);
+        assert!(err.message.contains("failed to open file") && err.message.contains(&missing.display().to_string()), "{err}");
+        // A file where a directory should be: the error still names it.
+        fs_err::write(&missing, "").unwrap();
+        let err = crate::atomic::write_file(&missing.join("x"), b"", 0o600).unwrap_err();
+        assert!(err.message.contains(&missing.display().to_string()), "{err}");
     }
 }

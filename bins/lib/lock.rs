@@ -2,10 +2,12 @@
 //! same lock `hooks/post-receive` takes with flock(1), held until dropped.
 
 use crate::app::AppName;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::output;
 use crate::paths::Root;
-use std::fs::{File, TryLockError};
+use fs_err::File;
+use fs_err as fs;
+use std::fs::TryLockError;
 use std::time::{Duration, Instant};
 
 pub struct AppLock {
@@ -23,9 +25,9 @@ impl AppLock {
     pub fn acquire(root: &Root, app: &AppName) -> Result<AppLock> {
         let path = root.lock_file(app);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).at("create directory", dir)?;
+            fs::create_dir_all(dir)?;
         }
-        let file = File::options().create(true).truncate(false).write(true).open(&path).at("open lock file", &path)?;
+        let file = File::options().create(true).truncate(false).write(true).open(&path)?;
         let deadline = Instant::now() + lock_timeout();
         let mut said = false;
         loop {
@@ -45,7 +47,7 @@ impl AppLock {
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+                Err(TryLockError::Error(e)) => return Err(Error::new(format!("failed to lock `{}`: {e}", path.display()))),
             }
         }
     }

@@ -3,8 +3,9 @@
 //! to `.old` and starts a new file). Control characters in a line are
 //! escaped (output::printable): an app's log never drives the reader's terminal.
 
+use fs_err as fs;
+use fs_err::File;
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -60,7 +61,7 @@ pub fn tail_to(out: &mut impl Write, files: Vec<(String, PathBuf)>, lines: usize
         let mut any = false;
         for f in &mut followed {
             // Reopen when the file was rotated (another inode) or truncated.
-            let meta = std::fs::metadata(&f.path).ok();
+            let meta = fs::metadata(&f.path).ok();
             let rotated = meta.as_ref().map(|m| m.ino() != f.inode).unwrap_or(false);
             let truncated = match (&mut f.reader, &meta) {
                 (Some(r), Some(m)) => r.stream_position().map(|p| p > m.len()).unwrap_or(false),

@@ -7,6 +7,7 @@
 //! go (`MADV_DONTNEED` on a private read-only file mapping: a later access
 //! reads the same bytes from the file again).
 
+use fs_err as fs;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Hand pages back after this many bytes of objects have been read.
@@ -46,7 +47,7 @@ fn pack_mappings(maps: &str) -> Vec<(usize, usize)> {
 
 /// Drop the resident pages of every pack mapping of this process.
 pub fn release_pack_pages() {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    let Ok(maps) = fs::read_to_string("/proc/self/maps") else { return };
     for (start, end) in pack_mappings(&maps) {
         // SAFETY: the range is a whole read-only, private mapping of an
         // immutable file; MADV_DONTNEED only makes its next access fault the

@@ -4,6 +4,7 @@
 //! answers every request once, under one master, a new worker serves and no
 //! old one still does. Read-only; any user may look.
 
+use fs_err as fs;
 use std::collections::BTreeMap;
 
 /// One nginx worker: its pid, its master's, and whether it is finishing
@@ -35,7 +36,7 @@ pub fn workers() -> Vec<Worker> {
     crate::process::cmdlines()
         .into_iter()
         .filter(|(_, cmdline)| cmdline.starts_with(b"nginx: worker"))
-        .filter_map(|(pid, cmdline)| parse(pid, &cmdline, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
+        .filter_map(|(pid, cmdline)| parse(pid, &cmdline, &fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
         .collect()
 }
 

@@ -61,11 +61,11 @@ pub fn args_utf8() -> Result<Vec<String>, Error> {
         .collect()
 }
 
-/// Every tool's `main` is one call to this: run, report an error, exit with its code.
-pub fn run_main(tool: &str, body: impl FnOnce(Vec<String>) -> Result<(), Error>) -> ExitCode {
+/// Every tool's `main` is one call to this (after `cli::parse`): run, report
+/// an error, exit with its code.
+pub fn run(tool: &str, body: impl FnOnce() -> Result<(), Error>) -> ExitCode {
     crate::atomic::restrict_umask();
-    let run = || body(args_utf8()?);
-    match run() {
+    match body() {
         Ok(()) => {
             let _ = std::io::stdout().flush();
             ExitCode::SUCCESS
@@ -76,6 +76,11 @@ pub fn run_main(tool: &str, body: impl FnOnce(Vec<String>) -> Result<(), Error>)
             ExitCode::from(e.code)
         }
     }
+}
+
+/// `run`, handing the body the command line as strings.
+pub fn run_main(tool: &str, body: impl FnOnce(Vec<String>) -> Result<(), Error>) -> ExitCode {
+    run(tool, || body(args_utf8()?))
 }
 
 /// A JSON string literal (for `--json` output; we need nothing more of JSON).

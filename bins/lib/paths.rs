@@ -2,6 +2,7 @@
 //! and where the installed tools, hooks and templates are.
 
 use crate::app::AppName;
+use fs_err as fs;
 use std::path::{Path, PathBuf};
 
 /// The piku root and the names of everything under it (DESIGN.md, "Files in ~/.piku").
@@ -26,10 +27,9 @@ pub const PRIVATE_DIRS: &[&str] = &["envs", "logs", "uwsgi", "uwsgi-available", 
 
 /// Create `dir` (and missing parents) and make it 0700, also when it was there.
 pub fn create_private_dir(dir: &Path) -> crate::error::Result<()> {
-    use crate::error::IoContext;
     use std::os::unix::fs::PermissionsExt;
     crate::atomic::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).at("set the mode of", dir)
+    Ok(fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?)
 }
 
 impl Root {
@@ -107,20 +107,20 @@ pub fn home_dir() -> PathBuf {
 /// The name of the user this process runs as (from /etc/passwd), else $USER.
 pub fn user_name() -> String {
     use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
     id_name("/etc/passwd", uid).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| uid.to_string())
 }
 
 /// The name of this process's group (from /etc/group), else its number.
 pub fn group_name() -> String {
     use std::os::unix::fs::MetadataExt;
-    let gid = std::fs::metadata("/proc/self").map(|m| m.gid()).unwrap_or(0);
+    let gid = fs::metadata("/proc/self").map(|m| m.gid()).unwrap_or(0);
     id_name("/etc/group", gid).unwrap_or_else(|| gid.to_string())
 }
 
 /// The name for a numeric id in a passwd-style file (`name:x:id:...`).
 fn id_name(file: &str, id: u32) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
+    let text = fs::read_to_string(file).ok()?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() > 2 && f[2].parse::<u32>().ok() == Some(id)).then(|| f[0].to_string())

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::output;
+use fs_err as fs;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -78,12 +79,12 @@ fn spawn_error(cmd: &Command, what: &str, e: std::io::Error) -> Error {
 /// Every process this user can see: its pid and raw cmdline (the title a
 /// daemon such as uWSGI or nginx sets). Read from /proc; empty elsewhere.
 pub fn cmdlines() -> Vec<(u32, Vec<u8>)> {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return vec![] };
+    let Ok(procs) = fs::read_dir("/proc") else { return vec![] };
     procs
         .flatten()
         .filter_map(|p| {
             let pid = p.file_name().to_str()?.parse().ok()?;
-            Some((pid, std::fs::read(p.path().join("cmdline")).ok()?))
+            Some((pid, fs::read(p.path().join("cmdline")).ok()?))
         })
         .collect()
 }
@@ -99,7 +100,7 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
 
 fn is_executable(p: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 #[cfg(test)]

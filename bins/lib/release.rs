@@ -8,6 +8,7 @@
 use crate::app::AppName;
 use crate::error::{Error, Result};
 use crate::paths::Root;
+use fs_err as fs;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -56,7 +57,7 @@ impl Release {
     /// The parsed Procfile of this release; a missing or empty one is an error.
     pub fn procfile(&self) -> Result<crate::procfile::Procfile> {
         let path = self.procfile_path();
-        let text = match std::fs::read_to_string(&path) {
+        let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::new(format!(
@@ -64,7 +65,7 @@ impl Release {
                     self.app
                 )));
             }
-            Err(e) => return Err(Error::io("read", &path, e)),
+            Err(e) => return Err(e.into()),
         };
         let pf = crate::procfile::Procfile::parse(&text, "Procfile")?;
         if pf.workers().next().is_none() {
@@ -90,7 +91,7 @@ impl Release {
 
 /// The id of the live release, from the `apps/<app>` symlink.
 pub fn live_id(root: &Root, app: &AppName) -> Option<String> {
-    let target = std::fs::read_link(root.app_dir(app)).ok()?;
+    let target = fs::read_link(root.app_dir(app)).ok()?;
     target.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
@@ -155,7 +156,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Release ids of the app, oldest first.
 pub fn list_ids(root: &Root, app: &AppName) -> Vec<String> {
-    let mut ids: Vec<String> = std::fs::read_dir(root.releases_dir(app))
+    let mut ids: Vec<String> = fs::read_dir(root.releases_dir(app))
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))

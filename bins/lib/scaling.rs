@@ -8,15 +8,16 @@
 use crate::app::AppName;
 use crate::error::{Error, Result};
 use crate::paths::Root;
+use fs_err as fs;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Parse `key:number` lines (SCALING, PORTS); a missing file is empty.
 pub fn read_counts(path: &Path) -> Result<BTreeMap<String, u32>> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(Error::io("read", path, e)),
+        Err(e) => return Err(e.into()),
     };
     let mut counts = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {

@@ -5,16 +5,17 @@
 
 use crate::error::{Error, Result};
 use crate::paths::Root;
+use fs_err as fs;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 /// Render the built-in template `name` (or the operator's override) with `ctx`.
 pub fn render<C: Serialize>(root: &Root, name: &str, builtin: &str, ctx: &C) -> Result<String> {
     let override_path = root.templates_dir().join(name);
-    let source = match std::fs::read_to_string(&override_path) {
+    let source = match fs::read_to_string(&override_path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => builtin.to_string(),
-        Err(e) => return Err(Error::io("read template", &override_path, e)),
+        Err(e) => return Err(e.into()),
     };
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);

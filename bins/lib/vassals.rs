@@ -9,8 +9,9 @@
 //! Process titles follow the same shape (`procname-prefix = <app>:<kind>.<n>[.<colour>]:`).
 
 use crate::app::AppName;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::paths::Root;
+use fs_err as fs;
 use std::path::Path;
 
 /// A vassal holds the app's whole environment (`env = K=V`): only the piku
@@ -63,15 +64,15 @@ pub fn parse_worker_id(id: &str) -> Option<(String, u32, Option<String>)> {
 /// app names contain `_`, so a file goes to the longest existing app name it
 /// starts with.
 pub fn app_vassals(root: &Root, app: &AppName, dir: &Path) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
+    let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(Error::io("list", dir, e)),
+        Err(e) => return Err(e.into()),
     };
     let prefix = format!("{app}_");
     let longer_apps: Vec<String> = ["apps", "repos"]
         .iter()
-        .filter_map(|d| std::fs::read_dir(root.dir(d)).ok())
+        .filter_map(|d| fs::read_dir(root.dir(d)).ok())
         .flat_map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()))
         .filter(|other| other.len() > app.as_str().len() && other.starts_with(&prefix))
         .collect();
@@ -102,7 +103,7 @@ pub fn worker_label(app: &AppName, name: &str) -> String {
 pub fn running_workers() -> std::collections::BTreeSet<String> {
     use std::os::unix::fs::MetadataExt;
     // /proc/self belongs to this process's effective user.
-    std::fs::metadata("/proc/self").map(|m| running_workers_of(m.uid())).unwrap_or_default()
+    fs::metadata("/proc/self").map(|m| running_workers_of(m.uid())).unwrap_or_default()
 }
 
 /// [`running_workers`] of the user `uid`.
@@ -110,7 +111,7 @@ pub fn running_workers_of(uid: u32) -> std::collections::BTreeSet<String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = std::collections::BTreeSet::new();
     for (pid, cmdline) in crate::process::cmdlines() {
-        if std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()).ok() != Some(uid) {
+        if fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()).ok() != Some(uid) {
             continue;
         }
         let title = String::from_utf8_lossy(&cmdline);

@@ -8,8 +8,9 @@
 //!   acme/<app>/CERT                    what nginx/<app>.crt is: NAMES=a b, CA=<url> or self-signed
 
 use crate::site::CertFiles;
+use fs_err as fs;
 use piku::envfile::{self, Env};
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::settings::Settings;
 use piku::{AppName, Root, atomic, output};
 use std::path::{Path, PathBuf};
@@ -119,15 +120,15 @@ pub fn make_self_signed(names: &[String], crt: &Path, key: &Path) -> Result<()> 
 
 fn scratch_dir(root: &Root) -> Result<tempfile::TempDir> {
     let tmp = root.tmp_dir();
-    std::fs::create_dir_all(&tmp).at("create directory", &tmp)?;
-    tempfile::Builder::new().prefix("cert-").tempdir_in(&tmp).at("create a directory in", &tmp)
+    fs::create_dir_all(&tmp)?;
+    Ok(tempfile::Builder::new().prefix("cert-").tempdir_in(&tmp)?)
 }
 
 /// Copy a certificate and its key to nginx/<app>.crt|.key, atomically, 0600.
 fn install(root: &Root, app: &AppName, crt: &Path, key: &Path) -> Result<()> {
     let files = files(root, app);
-    let crt_bytes = std::fs::read(crt).at("read", crt)?;
-    let key_bytes = std::fs::read(key).at("read", key)?;
+    let crt_bytes = fs::read(crt)?;
+    let key_bytes = fs::read(key)?;
     // The key first: nginx never pairs a new certificate with an old key for
     // long, and reload happens only after both are in place.
     atomic::write_file(&files.key, &key_bytes, 0o600)?;
@@ -148,21 +149,21 @@ pub fn obtain(root: &Root, settings: &Settings, app: &AppName, env: &Env, names:
         .unwrap_or_else(|| format!("piku@{}", names[0]));
     let acme = root.dir("acme");
     let state = acme.join(app.as_str()).join("lego");
-    std::fs::create_dir_all(&state).at("create directory", &state)?;
+    fs::create_dir_all(&state)?;
     // One ACME account per CA and email for all apps (CAs limit new accounts).
     let accounts = acme.join("accounts");
-    std::fs::create_dir_all(&accounts).at("create directory", &accounts)?;
+    fs::create_dir_all(&accounts)?;
     // Account keys and certificate keys are the piku user's alone (acme/
     // itself stays readable: nginx serves the challenges from it).
     for private in [&accounts, &acme.join(app.as_str())] {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(private, std::fs::Permissions::from_mode(0o700)).at("set the mode of", private)?;
+        fs::set_permissions(private, std::fs::Permissions::from_mode(0o700))?;
     }
-    if std::fs::symlink_metadata(state.join("accounts")).is_err() {
-        std::os::unix::fs::symlink("../../accounts", state.join("accounts")).at("link", &state.join("accounts"))?;
+    if fs::symlink_metadata(state.join("accounts")).is_err() {
+        fs::os::unix::fs::symlink("../../accounts", state.join("accounts"))?;
     }
     let log_path = acme.join(app.as_str()).join("lego.log");
-    let log = std::fs::File::create(&log_path).at("create", &log_path)?;
+    let log = fs::File::create(&log_path)?;
     let mut cmd = Command::new(&lego);
     cmd.args(["--accept-tos", "--email", &email, "--server", ca, "--path"])
         .arg(&state)
@@ -171,15 +172,15 @@ pub fn obtain(root: &Root, settings: &Settings, app: &AppName, env: &Env, names:
         .arg(&acme)
         .arg("run")
         .stdin(Stdio::null())
-        .stdout(log.try_clone().at("open", &log_path)?)
-        .stderr(log);
+        .stdout(log.try_clone()?.into_file())
+        .stderr(log.into_file());
     if let Some(roots) = settings.get("ACME_CA_CERTIFICATES") {
         cmd.env("LEGO_CA_CERTIFICATES", roots);
     }
     let mut child = cmd.spawn().map_err(|e| Error::new(format!("cannot run the ACME client '{lego}': {e}; install it (apt-get install lego) or set ACME_CLIENT=none")))?;
     let deadline = Instant::now() + timeout;
     let status = loop {
-        if let Some(status) = child.try_wait().at("wait for", Path::new(&lego))? {
+        if let Some(status) = child.try_wait().map_err(|e| Error::new(format!("cannot wait for the ACME client '{lego}': {e}")))? {
             break status;
         }
         if Instant::now() >= deadline {
@@ -190,7 +191,7 @@ pub fn obtain(root: &Root, settings: &Settings, app: &AppName, env: &Env, names:
         std::thread::sleep(Duration::from_millis(100));
     };
     if !status.success() {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
         let last: Vec<&str> = text.lines().rev().filter(|l| !l.trim().is_empty()).take(3).collect();
         return Err(Error::new(format!(
             "{lego} failed for {} ({}):\n{}",
@@ -231,7 +232,7 @@ pub fn not_after(crt: &Path) -> String {
 pub fn forget(root: &Root, app: &AppName) -> Result<()> {
     let dir = root.dir("acme").join(app.as_str());
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).at("remove", &dir)?;
+        fs::remove_dir_all(&dir)?;
     }
     Ok(())
 }

@@ -1,24 +1,13 @@
-//! piku-nginx: the app's front.
-//!
-//!   piku-nginx <app>                  make sure the app has a certificate, render
-//!                                     nginx/<app>.conf for the live release, test
-//!                                     it, publish it, reload nginx; then ask the
-//!                                     ACME CA for a certificate if one is needed
-//!   piku-nginx --check <app> <id>     render and test a staged release; publish nothing
-//!   piku-nginx --renew [<app>...]     renew the certificates that are due (ACME_RENEW_DAYS,
-//!                                     30) or self-signed, then reload nginx once
-//!   piku-nginx --refresh-cloudflare   fetch Cloudflare's ranges into cache/cloudflare-ips.txt
-//!   piku-nginx --reload               ask nginx to reload (settings: NGINX_RELOAD)
-//!   piku-nginx --destroy <app>        remove the app's nginx files and reload
-//!
-//! Only apps with NGINX_SERVER_NAME get a server block. A block is tested with
-//! `nginx -t` together with every other app's live block before it is renamed
-//! into nginx/; one that fails never goes live, and nginx's error is shown.
+//! piku-nginx: the app's front. Its modes (publish, check, renew,
+//! refresh-cloudflare, reload, destroy) are the subcommands below;
+//! `piku-nginx --help` and `piku-nginx <mode> --help` print their help.
 
 mod certs;
 mod nginx;
 mod site;
 
+use argh::FromArgs;
+use fs_err as fs;
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
 use piku::release::{self, Release};
@@ -27,24 +16,108 @@ use piku::{AppName, Root, atomic, output};
 use site::{CertFiles, Front};
 use std::process::ExitCode;
 
+/// The app's front: its nginx server block and its certificate.
+#[derive(FromArgs)]
+#[argh(
+    help_triggers("-h", "--help"),
+    example = "{command_name} check myapp 20240101-120000-5f3c2a1\n{command_name} publish myapp\n{command_name} renew",
+    note = "Only apps with NGINX_SERVER_NAME get a server block. A block is tested with `nginx -t` together with every other app's live block before it is renamed into nginx/; one that fails never goes live, and nginx's error is shown.",
+    error_code(1, "the work failed (the message says why and what to do)"),
+    error_code(2, "usage error: nothing was done")
+)]
+struct Args {
+    #[argh(subcommand)]
+    mode: Mode,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Mode {
+    Publish(Publish),
+    Check(Check),
+    Renew(Renew),
+    RefreshCloudflare(RefreshCloudflare),
+    Reload(Reload),
+    Destroy(Destroy),
+}
+
+/// render, test and publish the live release's server block, then reload nginx.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "publish",
+    help_triggers("-h", "--help"),
+    example = "{command_name} myapp",
+    note = "Makes sure the app has a certificate first (self-signed until the ACME CA answers), then asks the ACME CA for one if one is needed."
+)]
+struct Publish {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
+/// render and test a staged release's server block; publish nothing.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check", help_triggers("-h", "--help"), example = "{command_name} myapp 20240101-120000-5f3c2a1")]
+struct Check {
+    /// the app
+    #[argh(positional)]
+    app: String,
+    /// the release id (a directory in releases/<app>/)
+    #[argh(positional)]
+    release: String,
+}
+
+/// renew the certificates that are due or self-signed, then reload nginx once.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "renew",
+    help_triggers("-h", "--help"),
+    example = "{command_name}\n{command_name} myapp",
+    note = "Due: expiring within ACME_RENEW_DAYS (30). Without apps: every app with a server block."
+)]
+struct Renew {
+    /// only these apps
+    #[argh(positional)]
+    apps: Vec<String>,
+}
+
+/// fetch Cloudflare's address ranges into cache/cloudflare-ips.txt.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "refresh-cloudflare", help_triggers("-h", "--help"), example = "{command_name}")]
+struct RefreshCloudflare {}
+
+/// ask nginx to reload (the NGINX_RELOAD setting).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reload", help_triggers("-h", "--help"), example = "{command_name}")]
+struct Reload {}
+
+/// remove the app's nginx files and reload nginx.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "destroy", help_triggers("-h", "--help"), example = "{command_name} myapp")]
+struct Destroy {
+    /// the app
+    #[argh(positional)]
+    app: String,
+}
+
 fn main() -> ExitCode {
-    output::run_main("piku-nginx", |args| {
+    let args: Args = piku::cli::parse();
+    output::run("piku-nginx", || {
         let root = Root::from_env();
         let settings = Settings::load(&root)?;
-        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["--reload"] => nginx::reload(&settings),
-            ["--destroy", app] => destroy(&root, &settings, &AppName::parse(app)?),
-            ["--check", app, id] => check(&root, &settings, &Release::open(&root, &AppName::parse(app)?, id)?),
-            ["--renew", apps @ ..] => renew(&root, &settings, apps),
-            ["--refresh-cloudflare"] => refresh_cloudflare(&root, &settings),
-            [app] if !app.starts_with('-') => {
-                let app = AppName::parse(app)?;
+        match args.mode {
+            Mode::Reload(_) => nginx::reload(&settings),
+            Mode::Destroy(a) => destroy(&root, &settings, &AppName::parse(&a.app)?),
+            Mode::Check(a) => check(&root, &settings, &Release::open(&root, &AppName::parse(&a.app)?, &a.release)?),
+            Mode::Renew(a) => renew(&root, &settings, &a.apps.iter().map(String::as_str).collect::<Vec<_>>()),
+            Mode::RefreshCloudflare(_) => refresh_cloudflare(&root, &settings),
+            Mode::Publish(a) => {
+                let app = AppName::parse(&a.app)?;
                 release::require_app(&root, &app)?;
                 publish(&root, &settings, &app)
             }
-            _ => Err(Error::usage(
-                "usage: piku-nginx <app> | --check <app> <release-id> | --renew [<app>...] | --refresh-cloudflare | --reload | --destroy <app>",
-            )),
         }
     })
 }
@@ -54,7 +127,7 @@ fn front<'a>(root: &'a Root, settings: &'a Settings) -> Front<'a> {
 }
 
 fn live_env(root: &Root, app: &AppName) -> Result<Env> {
-    envfile::read_literal(&root.live_env_file(app))?.ok_or_else(|| Error::new(format!("app '{app}' has no LIVE_ENV; run piku-config {app} first")))
+    envfile::read_literal(&root.live_env_file(app))?.ok_or_else(|| Error::new(format!("app '{app}' has no LIVE_ENV; run piku-config publish {app} first")))
 }
 
 /// Render and test a staged release's block (with a throwaway certificate
@@ -79,7 +152,7 @@ fn check(root: &Root, settings: &Settings, rel: &Release) -> Result<()> {
 
 fn scratch(root: &Root) -> Result<std::path::PathBuf> {
     let tmp = root.tmp_dir();
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io("create directory", &tmp, e))?;
+    fs::create_dir_all(&tmp)?;
     Ok(tmp)
 }
 
@@ -111,7 +184,7 @@ fn publish(root: &Root, settings: &Settings, app: &AppName) -> Result<()> {
     let front = front(root, settings);
     let cert = certs::files(root, app);
     let conf = front.render(&rel, &env, &names, &cert)?;
-    let old = std::fs::read_to_string(&path).ok();
+    let old = fs::read_to_string(&path).ok();
     let cert_changed = facts.as_ref().is_none_or(|f| f.names != names);
     if old.as_deref() == Some(conf.as_str()) && !cert_changed {
         output::step(format!("nginx configuration of '{app}' unchanged"));
@@ -159,7 +232,7 @@ fn acme(root: &Root, settings: &Settings, app: &AppName, env: &Env, names: &[Str
             for line in e.message.lines().skip(1) {
                 output::detail(line);
             }
-            let retry = format!("'piku-nginx --renew {app}' (or the piku-certs timer) tries again");
+            let retry = format!("'piku-nginx renew {app}' (or the piku-certs timer) tries again");
             if certs::read_facts(root, app).ok().flatten().is_some_and(|f| f.is_self_signed()) {
                 certs::say_self_signed(app, &format!("ACME failed; {retry}"));
             } else {
@@ -176,7 +249,7 @@ fn renew(root: &Root, settings: &Settings, only: &[&str]) -> Result<()> {
     let days = settings.get_or("ACME_RENEW_DAYS", "30");
     let days: u64 = days.parse().map_err(|_| Error::new(format!("ACME_RENEW_DAYS must be a number of days, not {days:?}")))?;
     let apps: Vec<AppName> = if only.is_empty() {
-        let mut all: Vec<AppName> = std::fs::read_dir(root.dir("nginx"))
+        let mut all: Vec<AppName> = fs::read_dir(root.dir("nginx"))
             .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".conf").and_then(|n| AppName::parse(n).ok())).collect())
             .unwrap_or_default();
         all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -227,7 +300,7 @@ fn renew(root: &Root, settings: &Settings, only: &[&str]) -> Result<()> {
     if renewed > 0 {
         // Every app's live block with the new certificates.
         let probe = &apps[0];
-        let conf = std::fs::read_to_string(root.dir("nginx").join(format!("{probe}.conf"))).unwrap_or_default();
+        let conf = fs::read_to_string(root.dir("nginx").join(format!("{probe}.conf"))).unwrap_or_default();
         nginx::test_config(root, settings, probe, &conf)?;
         nginx::reload(settings)?;
         output::step(format!("{renewed} certificate(s) renewed; nginx reloaded"));
@@ -238,7 +311,7 @@ fn renew(root: &Root, settings: &Settings, only: &[&str]) -> Result<()> {
 /// Fetch Cloudflare's current ranges into cache/cloudflare-ips.txt (checked
 /// line by line). Deploys read that file and never need the internet.
 fn refresh_cloudflare(root: &Root, settings: &Settings) -> Result<()> {
-    let mut text = String::from("# Cloudflare's ranges, fetched by piku-nginx --refresh-cloudflare\n");
+    let mut text = String::from("# Cloudflare's ranges, fetched by piku-nginx refresh-cloudflare\n");
     let mut count = 0;
     for (key, default) in [("CLOUDFLARE_IPV4_URL", "https://www.cloudflare.com/ips-v4"), ("CLOUDFLARE_IPV6_URL", "https://www.cloudflare.com/ips-v6")] {
         let url = settings.get_or(key, default);

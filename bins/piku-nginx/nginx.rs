@@ -2,7 +2,8 @@
 //! configuration as it would be, and the one place that asks it to reload.
 
 use crate::site::Http2;
-use piku::error::{Error, IoContext, Result};
+use fs_err as fs;
+use piku::error::{Error, Result};
 use piku::settings::Settings;
 use piku::{AppName, Root, process, templates};
 use serde::Serialize;
@@ -45,23 +46,23 @@ struct CheckCtx {
 /// `nginx -t` on every app's live block with this app's block replaced by `conf`.
 pub fn test_config(root: &Root, settings: &Settings, app: &AppName, conf: &str) -> Result<()> {
     let tmp = root.tmp_dir();
-    std::fs::create_dir_all(&tmp).at("create directory", &tmp)?;
-    let dir = tempfile::Builder::new().prefix("nginx-check-").tempdir_in(&tmp).at("create a directory in", &tmp)?;
+    fs::create_dir_all(&tmp)?;
+    let dir = tempfile::Builder::new().prefix("nginx-check-").tempdir_in(&tmp)?;
     let apps = dir.path().join("apps");
-    std::fs::create_dir(&apps).at("create directory", &apps)?;
+    fs::create_dir(&apps)?;
     let own = format!("{app}.conf");
-    if let Ok(entries) = std::fs::read_dir(root.dir("nginx")) {
+    if let Ok(entries) = fs::read_dir(root.dir("nginx")) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(".conf") && !name.starts_with('.') && name != own {
-                std::os::unix::fs::symlink(e.path(), apps.join(&name)).at("link", &apps.join(&name))?;
+                fs::os::unix::fs::symlink(e.path(), apps.join(&name))?;
             }
         }
     }
-    std::fs::write(apps.join(&own), conf).at("write", &apps.join(&own))?;
+    fs::write(apps.join(&own), conf)?;
     let ctx = CheckCtx { dir: dir.path().display().to_string(), mime_types: settings.get_or("NGINX_MIME_TYPES", "/etc/nginx/mime.types") };
     let main = dir.path().join("nginx.conf");
-    std::fs::write(&main, templates::render(root, "check.conf.j2", CHECK_TEMPLATE, &ctx)?).at("write", &main)?;
+    fs::write(&main, templates::render(root, "check.conf.j2", CHECK_TEMPLATE, &ctx)?)?;
     let nginx = binary(settings);
     let out = Command::new(&nginx)
         .arg("-t")

@@ -2,8 +2,9 @@
 //! (a value that would become nginx syntax is refused, naming the variable)
 //! and rendered from share/nginx/app.conf.j2.
 
+use fs_err as fs;
 use piku::envfile::{self, Env};
-use piku::error::{Error, IoContext, Result};
+use piku::error::{Error, Result};
 use piku::procfile::Procfile;
 use piku::release::Release;
 use piku::scaling;
@@ -14,7 +15,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 const APP_TEMPLATE: &str = include_str!("../../share/nginx/app.conf.j2");
-/// Cloudflare's published ranges as shipped; `piku-nginx --refresh-cloudflare`
+/// Cloudflare's published ranges as shipped; `piku-nginx refresh-cloudflare`
 /// keeps a newer copy in cache/cloudflare-ips.txt.
 pub const CLOUDFLARE_IPS: &str = include_str!("../../share/nginx/cloudflare-ips.txt");
 
@@ -178,7 +179,7 @@ impl Front<'_> {
 }
 
 fn host_has_ipv6() -> bool {
-    std::fs::read_to_string("/proc/net/if_inet6").map(|s| !s.trim().is_empty()).unwrap_or(false)
+    fs::read_to_string("/proc/net/if_inet6").map(|s| !s.trim().is_empty()).unwrap_or(false)
 }
 
 /// `NGINX_STATIC_PATHS=/url:path,...` (a path relative to the app, or
@@ -276,11 +277,11 @@ fn cache(root: &Root, app: &AppName, env: &Env) -> Result<Option<Cache>> {
         None => {
             let dir = root.cache_dir(app);
             if !dir.is_dir() {
-                std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+                fs::create_dir_all(&dir)?;
                 // nginx's workers (the piku user's group) write the cache;
                 // nginx then makes the directory its workers' own.
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).at("set the mode of", &dir)?;
+                fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770))?;
             }
             dir
         }
@@ -315,10 +316,10 @@ pub fn parse_range(text: &str) -> Option<String> {
 /// IPv6 ones when nginx listens on IPv6), the deployer's address, 127.0.0.1.
 fn cloudflare_acl(root: &Root, ipv6: bool) -> Result<Vec<String>> {
     let refreshed = root.dir("cache").join("cloudflare-ips.txt");
-    let text = match std::fs::read_to_string(&refreshed) {
+    let text = match fs::read_to_string(&refreshed) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => CLOUDFLARE_IPS.to_string(),
-        Err(e) => return Err(Error::io("read", &refreshed, e)),
+        Err(e) => return Err(e.into()),
     };
     let mut acl: Vec<String> = text
         .lines()
@@ -328,7 +329,7 @@ fn cloudflare_acl(root: &Root, ipv6: bool) -> Result<Vec<String>> {
         .filter(|r| ipv6 || !r.contains(':'))
         .collect();
     if acl.is_empty() {
-        return Err(Error::new(format!("no Cloudflare ranges in {}; run 'piku-nginx --refresh-cloudflare' or remove that file", refreshed.display())));
+        return Err(Error::new(format!("no Cloudflare ranges in {}; run 'piku-nginx refresh-cloudflare' or remove that file", refreshed.display())));
     }
     // The deployer, as sshd tells us ("client-ip client-port server-port").
     if let Some(ip) = std::env::var("SSH_CLIENT").ok().and_then(|c| c.split_whitespace().next().and_then(parse_range))
@@ -349,7 +350,7 @@ fn cloudflare_acl(root: &Root, ipv6: bool) -> Result<Vec<String>> {
 fn include_file(rel: &Release, env: &Env) -> Result<String> {
     let Some(name) = env.get("NGINX_INCLUDE_FILE").filter(|n| !n.trim().is_empty()) else { return Ok(String::new()) };
     let path = rel.dir.join(name.trim());
-    let text = std::fs::read_to_string(&path)
+    let text = fs::read_to_string(&path)
         .map_err(|e| Error::new(format!("NGINX_INCLUDE_FILE {name:?} of '{}' cannot be read ({}: {e})", rel.app, path.display())))?;
     let text = envfile::expand_vars(&text, env);
     Ok(text.lines().map(|l| if l.trim().is_empty() { String::new() } else { format!("  {}", l.trim_end()) }).collect::<Vec<_>>().join("\n"))

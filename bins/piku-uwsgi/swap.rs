@@ -2,6 +2,7 @@
 //! web-facing workers on the colour that is not live and waits for their
 //! health check; `--retire` stops the previous colour after the drain.
 
+use fs_err as fs;
 use super::{Which, log_file, number, render_all, socket_path, wanted_scaling};
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
@@ -47,7 +48,7 @@ fn targets(root: &Root, app: &AppName, env: &Env, wanted: &BTreeMap<String, Stri
 
 /// The last lines a worker logged since `offset`.
 fn log_lines_since(path: &Path, offset: u64, lines: usize) -> Vec<String> {
-    let text = std::fs::read(path).unwrap_or_default();
+    let text = fs::read(path).unwrap_or_default();
     let start = (offset as usize).min(text.len());
     let text = String::from_utf8_lossy(&text[start..]).into_owned();
     let mut all: Vec<String> = text.lines().map(str::to_string).collect();
@@ -122,7 +123,7 @@ pub fn stage(root: &Root, rel: &Release) -> Result<()> {
     let mut offsets = BTreeMap::new();
     for (name, text) in &wanted {
         let log = log_file(root, app, &worker_label(app, name));
-        offsets.insert(name.clone(), std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0));
+        offsets.insert(name.clone(), fs::metadata(&log).map(|m| m.len()).unwrap_or(0));
         atomic::write_file(&available.join(name), text.as_bytes(), vassals::VASSAL_MODE)?;
         atomic::write_file_newer(&enabled.join(name), text.as_bytes(), vassals::VASSAL_MODE)?;
         output::step(format!("Spawning {app}:{} (release {}) beside the live workers", worker_label(app, name), rel.id));

@@ -209,11 +209,11 @@ pub fn run_all(s: &Server) -> Result<(), String> {
     let by_hand: [(&str, Vec<&str>); 7] = [
         ("runuser alone (the wrapper's floor)", vec!["true"]),
         ("piku apps", vec!["piku", "apps"]),
-        ("piku-build", vec!["piku-build", "bench-big", &id]),
-        ("piku-config", vec!["piku-config", "bench-big", &id]),
-        ("piku-uwsgi --check", vec!["piku-uwsgi", "--check", "bench-big", &id]),
-        ("piku-nginx --check", vec!["piku-nginx", "--check", "bench-big", &id]),
-        ("piku-receive (already live)", vec!["piku-receive", "bench-big"]),
+        ("piku-build", vec!["piku-build", "build", "bench-big", &id]),
+        ("piku-config", vec!["piku-config", "resolve", "bench-big", &id]),
+        ("piku-uwsgi check", vec!["piku-uwsgi", "check", "bench-big", &id]),
+        ("piku-nginx check", vec!["piku-nginx", "check", "bench-big", &id]),
+        ("piku-receive (already live)", vec!["piku-receive", "checkout", "bench-big"]),
     ];
     for (label, argv) in by_hand {
         match peak_rss_kb(&mut s.as_user(&argv)) {

@@ -245,7 +245,7 @@ fn tools_by_hand(s: &Server) -> Result<(), String> {
     let id = target.file_name().map(|f| f.to_string_lossy().into_owned()).ok_or("the apps/ link has no file name")?;
 
     let steps: [&[&str]; 5] =
-        [&["piku-receive", name], &["piku-build", name, &id], &["piku-config", name], &["piku-uwsgi", name], &["piku-nginx", name]];
+        [&["piku-receive", "checkout", name], &["piku-build", "build", name, &id], &["piku-config", "sync", name], &["piku-uwsgi", "publish", name], &["piku-nginx", "publish", name]];
     let mut snapshots = Vec::new();
     for round in 1..=2 {
         for step in steps {

@@ -251,7 +251,7 @@ pub fn nginx_cloudflare_acl(s: &Server) -> Result<(), String> {
     let host = "cf.example.test";
     let lists = server_dir(s, "cloudflare", &[("v4", "127.0.0.3/32\n"), ("v6", "2001:db8::/32\n")])?;
     add_settings(s, &format!("CLOUDFLARE_IPV4_URL=file://{0}/v4\nCLOUDFLARE_IPV6_URL=file://{0}/v6\n", lists.display()))?;
-    let refreshed = s.run_as_user(&["piku-nginx", "--refresh-cloudflare"]);
+    let refreshed = s.run_as_user(&["piku-nginx", "refresh-cloudflare"]);
     drop_settings(s, &["CLOUDFLARE_IPV4_URL", "CLOUDFLARE_IPV6_URL"])?;
     refreshed?;
     let app = App::new(s, "nginx-cf");
@@ -468,8 +468,8 @@ fn tls_with(s: &Server, pebble: &Pebble) -> Result<(), String> {
 
     // Renewal: nothing due by default; due with a long horizon, then reloaded.
     let before = served_serial(s, a);
-    let out = s.run_as_user(&["piku-nginx", "--renew"])?;
-    expect_text(&out.all(), "'nginx-tls': certificate valid until", "piku-nginx --renew")?;
+    let out = s.run_as_user(&["piku-nginx", "renew"])?;
+    expect_text(&out.all(), "'nginx-tls': certificate valid until", "piku-nginx renew")?;
     add_settings(s, "ACME_RENEW_DAYS=36500\n")?;
     let out = ssh(s, "certs:renew nginx-tls", None).ok("ssh certs:renew nginx-tls")?;
     expect_text(&out.all(), "1 certificate(s) renewed; nginx reloaded", "certs:renew")?;

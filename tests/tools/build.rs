@@ -118,7 +118,7 @@ fn release(s: &Server, app: &str, files: &[(&str, &str)]) -> String {
 }
 
 fn build(s: &Server, app: &str, id: &str) -> Run {
-    s.tool("piku-build", &[app, id])
+    s.tool("piku-build", &["build", app, id])
 }
 
 fn tree(s: &Server, app: &str, id: &str) -> PathBuf {
@@ -556,7 +556,7 @@ fn destroy_removes_every_dependency_environment() {
         build(&s, app, &id).ok();
     }
     assert_eq!(env_dirs(&s, "web").len(), 3, "a node environment, a Go cache and a Go release");
-    s.tool("piku-build", &["--destroy", "web"]).ok();
+    s.tool("piku-build", &["destroy", "web"]).ok();
     assert_eq!(env_dirs(&s, "web"), Vec::<String>::new());
 }
 
@@ -617,7 +617,7 @@ fn build_output_reaches_the_pusher_line_by_line_as_it_happens() {
     let id = release(&s, "web", &[("package.json", "{}"), ("ENV", &env)]);
 
     let mut child = std::process::Command::new(s.dir.path().join("prefix/bin/piku-build"))
-        .args(["web", &id])
+        .args(["build", "web", &id])
         .env_clear()
         .env("HOME", s.home())
         .env("USER", "piku")
@@ -638,4 +638,28 @@ fn build_output_reaches_the_pusher_line_by_line_as_it_happens() {
     let at = |needle: &str| said.iter().position(|l| l == needle).unwrap_or_else(|| panic!("no {needle:?} in {said:#?}"));
     assert!(at("-----> Running npm install --no-audit --no-fund") < at("       first line"));
     assert!(at("       first line") < at("       second line"));
+}
+
+/// The README's runtimes table lists piku-build's runtime blocks, one row
+/// each, in detection order, with what selects each one.
+#[test]
+fn the_readme_runtimes_table_matches_the_runtime_blocks() {
+    let s = Server::new();
+    let listed = s.tool("piku-build", &["runtimes"]).ok().stdout;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let rows: Vec<String> = readme
+        .lines()
+        .skip_while(|l| *l != "### Runtimes")
+        .skip_while(|l| !l.starts_with("| the repo has"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split(" | ").map(|c| c.trim_matches(|c: char| c == '|' || c.is_whitespace())).collect();
+            let name = cells[1].split('`').nth(1).unwrap_or("");
+            format!("{name}\t{}", cells[0].replace('`', ""))
+        })
+        .collect();
+    let listed: Vec<&str> = listed.lines().collect();
+    assert!(listed.len() >= 14, "piku-build runtimes:\n{}", listed.join("\n"));
+    assert_eq!(rows, listed, "README.md's runtimes table (left) and `piku-build runtimes` (right) differ");
 }

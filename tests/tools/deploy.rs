@@ -34,7 +34,7 @@ fn a_new_commit_redeploys_and_the_same_commit_is_a_no_op() {
     assert_ne!(first, second);
     assert_eq!(s.read("apps/site/public/index.html"), "version two\n");
     // By hand, with nothing new: idempotent, says so.
-    let r = s.tool("piku-receive", &["site"]).ok();
+    let r = s.tool("piku-receive", &["checkout", "site"]).ok();
     assert!(r.stderr.contains("already live") && r.stdout.is_empty(), "{}", r.all());
 }
 
@@ -201,11 +201,11 @@ fn each_tool_runs_by_hand_idempotently() {
     let snapshot = || (s.read("nginx/hand.conf"), s.read("uwsgi-enabled/hand_web.1.blue.ini"), s.read("envs/hand/LIVE_ENV"));
     let before = snapshot();
     for _ in 0..2 {
-        s.tool("piku-receive", &["hand"]).ok();
-        s.tool("piku-build", &["hand", &id]).ok();
-        s.tool("piku-config", &["hand"]).ok();
-        s.tool("piku-uwsgi", &["hand"]).ok();
-        s.tool("piku-nginx", &["hand"]).ok();
+        s.tool("piku-receive", &["checkout", "hand"]).ok();
+        s.tool("piku-build", &["build", "hand", &id]).ok();
+        s.tool("piku-config", &["sync", "hand"]).ok();
+        s.tool("piku-uwsgi", &["publish", "hand"]).ok();
+        s.tool("piku-nginx", &["publish", "hand"]).ok();
     }
     assert_eq!(snapshot(), before);
     assert_eq!(s.live_id("hand").unwrap(), id);
@@ -215,10 +215,10 @@ fn each_tool_runs_by_hand_idempotently() {
 fn tools_refuse_bad_arguments_with_usage_errors() {
     let s = Server::new();
     for tool in ["piku-receive", "piku-build", "piku-config", "piku-uwsgi", "piku-nginx"] {
-        s.tool(tool, &[]).fails(2, "usage:");
-        s.tool(tool, &["--bogus", "x", "y", "z"]).fails(2, "usage:");
+        s.tool(tool, &[]).fails(2, "Usage:");
+        s.tool(tool, &["--bogus", "x", "y", "z"]).fails(2, "Usage:");
     }
-    s.tool("piku-build", &["../x", "1"]).fails(1, "invalid app name");
+    s.tool("piku-build", &["build", "../x", "1"]).fails(1, "invalid app name");
 }
 
 #[test]

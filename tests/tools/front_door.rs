@@ -98,6 +98,6 @@ fn apps_lists_apps_and_marks_running_ones_exactly() {
     let app = GitApp::new(&[("Procfile", "worker: sleep 1000\n")]);
     s.push(&app, "foo", "main").ok();
     s.push(&app, "foobar", "main").ok();
-    s.tool("piku-uwsgi", &["--stop", "foobar"]).ok();
+    s.tool("piku-uwsgi", &["stop", "foobar"]).ok();
     assert_eq!(s.ssh("apps").ok().stdout, "*foo\n foobar\n");
 }

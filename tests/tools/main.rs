@@ -14,4 +14,5 @@ mod front_door;
 mod hardening;
 mod nginx;
 mod security;
+mod tool_cli;
 mod workers;

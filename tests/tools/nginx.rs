@@ -122,7 +122,7 @@ fn the_https_port_is_a_setting() {
     assert!(conf.contains("listen 0.0.0.0:8080;") && conf.contains("listen 0.0.0.0:8443 ssl;"), "{conf}");
     assert!(conf.contains("return 301 https://$host:8443$request_uri;"), "{conf}");
     s.write_settings("NGINX_BIN=true\nNGINX_RELOAD=true\nNGINX_HTTPS_PORT=https\n");
-    let r = s.tool("piku-nginx", &["ports"]).fails(1, "NGINX_HTTPS_PORT in");
+    let r = s.tool("piku-nginx", &["publish", "ports"]).fails(1, "NGINX_HTTPS_PORT in");
     assert!(r.stderr.contains("must be a port number"), "{}", r.stderr);
 }
 
@@ -222,7 +222,7 @@ fn reserved_names_get_a_private_self_signed_certificate_for_every_name() {
     assert!(text.contains("DNS:one.example.test, DNS:two.example.test"), "{text}");
     // A redeploy keeps the certificate; a new name makes a new one.
     let before = s.read("nginx/tls.crt");
-    s.tool("piku-nginx", &["tls"]).ok();
+    s.tool("piku-nginx", &["publish", "tls"]).ok();
     assert_eq!(s.read("nginx/tls.crt"), before);
     s.piku(&["config:set", "tls", "NGINX_SERVER_NAME=one.example.test three.example.test"]).ok();
     assert_ne!(s.read("nginx/tls.crt"), before);
@@ -233,7 +233,7 @@ fn reserved_names_get_a_private_self_signed_certificate_for_every_name() {
     s.ssh_as("ana", "tls", "certs:renew tls").fails(1, "may not run server-wide commands such as 'certs:renew'");
     let r = s.ssh("certs:renew tls").ok();
     assert!(r.stderr.contains("'tls': self-signed"), "{}", r.stderr);
-    let r = s.tool("piku-nginx", &["--renew"]).ok();
+    let r = s.tool("piku-nginx", &["renew"]).ok();
     assert!(r.stderr.contains("'tls': self-signed (Let's Encrypt does not certify reserved names"), "{}", r.stderr);
     // destroy takes the certificate, the key and the ACME state away.
     s.piku(&["destroy", "tls"]).ok();
@@ -269,7 +269,7 @@ fn an_unreachable_ca_falls_back_to_self_signed_and_renew_fails_clearly() {
     std::fs::write(&lego, "#!/bin/sh\nexec sleep 30\n").unwrap();
     s.write_settings(&format!("NGINX_BIN=true\nNGINX_RELOAD=true\nACME_CLIENT={}\nACME_TIMEOUT=1\n", lego.display()));
     let started = std::time::Instant::now();
-    let r = s.tool("piku-nginx", &["--renew", "down"]).fails(1, "did not answer within 1s (ACME_TIMEOUT)");
+    let r = s.tool("piku-nginx", &["renew", "down"]).fails(1, "did not answer within 1s (ACME_TIMEOUT)");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}\n{}", started.elapsed(), r.stderr);
 }
 
@@ -290,11 +290,11 @@ fn refresh_cloudflare_saves_checked_ranges_and_keeps_the_old_list_on_garbage() {
     std::fs::write(&v4, "198.51.100.0/24\n203.0.113.7\n").unwrap();
     std::fs::write(&v6, "2001:db8::/32\n").unwrap();
     s.write_settings(&format!("NGINX_BIN=true\nNGINX_RELOAD=true\nCLOUDFLARE_IPV4_URL=file://{}\nCLOUDFLARE_IPV6_URL=file://{}\n", v4.display(), v6.display()));
-    s.tool("piku-nginx", &["--refresh-cloudflare"]).ok();
+    s.tool("piku-nginx", &["refresh-cloudflare"]).ok();
     let saved = s.read("cache/cloudflare-ips.txt");
     assert!(saved.ends_with("198.51.100.0/24\n203.0.113.7\n2001:db8::/32\n"), "{saved}");
     std::fs::write(&v4, "198.51.100.0/24\n<html>oops</html>\n").unwrap();
-    s.tool("piku-nginx", &["--refresh-cloudflare"]).fails(1, "which is not an address range; the previous list stays in use");
+    s.tool("piku-nginx", &["refresh-cloudflare"]).fails(1, "which is not an address range; the previous list stays in use");
     assert_eq!(s.read("cache/cloudflare-ips.txt"), saved);
     // The refreshed list is what an app's ACL allows (IPv6 ranges only with IPv6).
     deploy(&s, "cf", &[("Procfile", "static: p\n"), ("ENV", "NGINX_SERVER_NAME=cf.example.test\nNGINX_CLOUDFLARE_ACL=1\nDISABLE_IPV6=1\n"), ("p/i", "x")]);
