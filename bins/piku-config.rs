@@ -7,21 +7,19 @@
 //! PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT,
 //! BIND_ADDRESS, NGINX_IPV4/6_ADDRESS.
 //!
-//! PORT: an app behind nginx has two sets of ports, blue and green (PORTS);
-//! each deploy runs the new release on the colour that is not live, so it can
-//! start beside the live one. The user may set PORT: then, and for an app not
-//! behind nginx (its users reach PORT directly), PORT stays put and workers
-//! restart in place.
+//! PORT: an app behind nginx gets no PORT here: each deploy's web workers
+//! get ports of their own from the swap (lib swap.rs, piku-uwsgi). The user
+//! may set PORT: then, and for an app not behind nginx (its users reach PORT
+//! directly), PORT stays put and workers restart in place (the ports of
+//! further web instances, PORTS, are piku-uwsgi's).
 
 use argh::FromArgs;
 use fs_err as fs;
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
 use piku::release::{self, Release};
-use piku::scaling;
 use piku::settings::Settings;
 use piku::{AppName, Root, atomic, output, vassals};
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 /// The app's environment: resolve it for a release, publish it, show and
@@ -61,7 +59,7 @@ enum Mode {
     name = "resolve",
     help_triggers("-h", "--help"),
     example = "{command_name} myapp 20240101-120000-5f3c2a1",
-    note = "Layers, later wins: bootstrap (APP, LOG_ROOT, DATA_ROOT, HOME, USER, PATH, PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT, BIND_ADDRESS, NGINX_IPV4/6_ADDRESS. The release runs on the colour (blue or green ports) that is not live."
+    note = "Layers, later wins: bootstrap (APP, LOG_ROOT, DATA_ROOT, HOME, USER, PATH, PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT, BIND_ADDRESS, NGINX_IPV4/6_ADDRESS. Behind nginx the release gets no PORT: each deploy's web workers get ports of their own from the swap (piku-uwsgi)."
 )]
 struct Resolve {
     /// the app
@@ -102,7 +100,7 @@ struct Sync {
     app: String,
 }
 
-/// move a release's own environment to the other colour's ports (restart, rollback).
+/// a release's own environment, as it was resolved, to run again (restart, rollback).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "recolour", help_triggers("-h", "--help"), example = "{command_name} myapp 20240101-120000-5f3c2a1")]
 struct Recolour {
@@ -234,8 +232,7 @@ fn main() -> ExitCode {
                 let env = envfile::read_literal(&rel.fact_file("env"))?
                     .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; run piku-config resolve {app} {} first", rel.id, rel.id)))?;
                 piku::paths::create_private_dir(&root.env_dir(&app))?;
-                write_env(&root.live_env_file(&app), &env)?;
-                sync_live_ports(&root, &app, &env)
+                write_env(&root.live_env_file(&app), &env)
             }
             Mode::Resolve(a) => {
                 let app = AppName::parse(&a.app)?;
@@ -253,7 +250,7 @@ fn main() -> ExitCode {
                 if envfile::read_literal(&rel.fact_file("env"))?.as_ref() != Some(&env) {
                     write_env(&rel.fact_file("env"), &env)?;
                 }
-                sync_live_ports(&root, &app, &env)
+                Ok(())
             }
         }
     })
@@ -303,9 +300,7 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
                 ));
             }
         } else if web_facing && behind_nginx && envfile::flag(&env, "PIKU_AUTO_RESTART", true) {
-            let colour = next_colour(root, app)?;
-            let ports = ensure_colour_ports(root, app, colour)?;
-            env.insert("PORT".into(), ports[&1].to_string());
+            // Each deploy's web workers get ports of their own (lib swap.rs).
         } else {
             let port = previous_port(root, app).map(Ok).unwrap_or_else(|| free_port(root, &[]))?;
             env.insert("PORT".into(), port.to_string());
@@ -321,15 +316,10 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
         }
     }
     if let Some(port) = env.get("PORT") {
-        let port = port
-            .parse::<u16>()
+        port.parse::<u16>()
             .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| Error::new(format!("PORT of '{app}' is {port:?}, not a TCP port number (1-65535)")))?;
-        // A colour's ports are nginx's only after the switch (publish).
-        if scaling::colour_of_port(root, app, Some(&port.to_string()))?.is_none() {
-            write_web_ports(root, app, port)?;
-        }
     }
     Ok(env)
 }
@@ -349,112 +339,27 @@ fn pairs_from_stdin(app: &AppName, extra: &[String]) -> Result<String> {
 fn check_limits(root: &Root, app: &AppName, env: &Env, procfile: &piku::procfile::Procfile) -> Result<()> {
     let context = |e: Error| e.context(format!("the config of '{app}'"));
     piku::limits::keep_releases(env.get("PIKU_KEEP_RELEASES").map(String::as_str)).map_err(context)?;
-    let counts = scaling::read_scaling(root, app)?;
-    let wanted: BTreeMap<String, u32> = procfile.workers().map(|w| (w.kind.clone(), counts.get(&w.kind).copied().unwrap_or(1))).collect();
+    let counts = piku::scaling::read_scaling(root, app)?;
+    let wanted: std::collections::BTreeMap<String, u32> = procfile.workers().map(|w| (w.kind.clone(), counts.get(&w.kind).copied().unwrap_or(1))).collect();
     piku::limits::check_workers(root, app.as_str(), env, &wanted).map_err(context)
 }
 
-/// The colour a new release of the app starts on: the one that is not live.
-fn next_colour(root: &Root, app: &AppName) -> Result<&'static str> {
-    let live = envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
-    Ok(match scaling::colour_of_port(root, app, live.get("PORT").map(String::as_str))? {
-        Some("blue") => "green",
-        _ => "blue",
-    })
-}
-
-/// PORTS as written: `n:port` (the live instances) then `<colour>.n:port`.
-fn read_port_lines(root: &Root, app: &AppName) -> Result<BTreeMap<String, u32>> {
-    scaling::read_counts(&scaling::ports_file(root, app))
-}
-
-fn write_port_lines(root: &Root, app: &AppName, lines: &BTreeMap<String, u32>) -> Result<()> {
-    if &read_port_lines(root, app)? == lines {
-        return Ok(());
-    }
-    // Live instances first, in number order; then each colour's.
-    let mut keys: Vec<&String> = lines.keys().collect();
-    keys.sort_by_key(|k| match k.split_once('.') {
-        Some((c, n)) => (1, c.to_string(), n.parse::<u32>().unwrap_or(0)),
-        None => (0, String::new(), k.parse::<u32>().unwrap_or(0)),
-    });
-    let text = scaling::render_counts(keys.into_iter().map(|k| (k.as_str(), lines[k])));
-    atomic::write_file(&scaling::ports_file(root, app), text.as_bytes(), 0o644)
-}
-
-/// The ports of `colour` for every web instance SCALING asks for, assigning
-/// free ones where missing; kept across deploys.
-fn ensure_colour_ports(root: &Root, app: &AppName, colour: &str) -> Result<BTreeMap<u32, u16>> {
-    let count = scaling::read_scaling(root, app)?.get("web").copied().unwrap_or(1).max(1);
-    let mut lines = read_port_lines(root, app)?;
-    let mut ports = scaling::read_colour_ports(root, app, colour)?;
-    for n in 1..=count {
-        if let std::collections::btree_map::Entry::Vacant(slot) = ports.entry(n) {
-            let taken: Vec<u16> = lines.values().filter_map(|p| u16::try_from(*p).ok()).collect();
-            let port = free_port(root, &taken)?;
-            slot.insert(port);
-            lines.insert(format!("{colour}.{n}"), port.into());
-        }
-    }
-    write_port_lines(root, app, &lines)?;
-    Ok(ports)
-}
-
-/// The `n:port` lines nginx reads: the live colour's ports, or (no colour)
-/// PORT and a kept port for each further instance.
-fn sync_live_ports(root: &Root, app: &AppName, env: &Env) -> Result<()> {
-    let Some(port) = env.get("PORT") else { return Ok(()) };
-    match scaling::colour_of_port(root, app, Some(port))? {
-        Some(colour) => {
-            let ports = ensure_colour_ports(root, app, colour)?;
-            let count = scaling::read_scaling(root, app)?.get("web").copied().unwrap_or(1).max(1);
-            let mut lines = read_port_lines(root, app)?;
-            lines.retain(|k, _| k.contains('.'));
-            for n in 1..=count {
-                lines.insert(n.to_string(), ports[&n].into());
-            }
-            write_port_lines(root, app, &lines)
-        }
-        None => match port.parse::<u16>() {
-            Ok(p) => write_web_ports(root, app, p),
-            Err(_) => Ok(()),
-        },
-    }
-}
-
-/// restart and rollback: the release's own resolved environment, on the
-/// colour that is not live (or unchanged when it restarts in place).
+/// restart and rollback: the release's own resolved environment. A release
+/// resolved by an older version kept a PORT of its colour; behind nginx,
+/// unless the user set PORT, its workers now get ports of their own.
 fn recolour(root: &Root, rel: &Release) -> Result<()> {
     let app = &rel.app;
     let mut env = envfile::read_literal(&rel.fact_file("env"))?
         .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; it cannot be made live again without a deploy", rel.id)))?;
-    if scaling::colour_of_port(root, app, env.get("PORT").map(String::as_str))?.is_some() {
-        let colour = next_colour(root, app)?;
-        let ports = ensure_colour_ports(root, app, colour)?;
-        env.insert("PORT".into(), ports[&1].to_string());
+    let mut user = Env::new();
+    envfile::read_into(&mut user, &rel.dir.join("ENV"), true)?;
+    envfile::read_into(&mut user, &root.user_env_file(app), true)?;
+    let behind_nginx = env.get("NGINX_SERVER_NAME").is_some_and(|n| !n.trim().is_empty());
+    if env.contains_key("PORT") && !user.contains_key("PORT") && behind_nginx && envfile::flag(&env, "PIKU_AUTO_RESTART", true) {
+        env.remove("PORT");
         write_env(&rel.fact_file("env"), &env)?;
     }
     Ok(())
-}
-
-/// PORTS: a port for each `web` instance SCALING asks for (instance 1 is
-/// PORT), kept across deploys so nginx and the workers agree.
-fn write_web_ports(root: &Root, app: &AppName, first: u16) -> Result<()> {
-    let count = scaling::read_scaling(root, app)?.get("web").copied().unwrap_or(1).max(1);
-    let old = scaling::read_web_ports(root, app)?;
-    let mut ports = BTreeMap::new();
-    ports.insert(1u32, first);
-    for n in 2..=count {
-        let port = match old.get(&n) {
-            Some(p) if *p != first => *p,
-            _ => free_port(root, &ports.values().copied().collect::<Vec<_>>())?,
-        };
-        ports.insert(n, port);
-    }
-    let mut lines = read_port_lines(root, app)?;
-    lines.retain(|k, _| k.contains('.'));
-    lines.extend(ports.iter().map(|(n, p)| (n.to_string(), u32::from(*p))));
-    write_port_lines(root, app, &lines)
 }
 
 /// The port the live release used, so a redeploy keeps it.
@@ -463,28 +368,8 @@ fn previous_port(root: &Root, app: &AppName) -> Option<u16> {
     live.get("PORT")?.parse().ok()
 }
 
-/// A free port on loopback that no app has claimed (LIVE_ENV's PORT, PORTS),
-/// nor `taken`.
 fn free_port(root: &Root, taken: &[u16]) -> Result<u16> {
-    let mut claimed: Vec<u16> = taken.to_vec();
-    if let Ok(rd) = fs::read_dir(root.dir("envs")) {
-        for dir in rd.filter_map(|e| e.ok()).map(|e| e.path()) {
-            if let Ok(Some(env)) = envfile::read_literal(&dir.join("LIVE_ENV")) {
-                claimed.extend(env.get("PORT").and_then(|p| p.parse::<u16>().ok()));
-            }
-            if let Ok(ports) = scaling::read_counts(&dir.join("PORTS")) {
-                claimed.extend(ports.values().filter_map(|p| u16::try_from(*p).ok()));
-            }
-        }
-    }
-    for _ in 0..50 {
-        let sock = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::new(format!("cannot find a free port: {e}")))?;
-        let port = sock.local_addr().map_err(|e| Error::new(format!("cannot find a free port: {e}")))?.port();
-        if !claimed.contains(&port) {
-            return Ok(port);
-        }
-    }
-    Err(Error::new("cannot find a free port that no other app uses"))
+    piku::swap::free_port(root, taken)
 }
 
 fn write_env(path: &std::path::Path, env: &Env) -> Result<()> {

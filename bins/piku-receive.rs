@@ -251,7 +251,7 @@ fn receive(root: &Root, app: &AppName) -> Result<()> {
     let tree = commit.tree().map_err(|e| Error::new(format!("cannot read the tree of {commit_hex}: {e}")))?;
     let message = commit.message_raw_sloppy().to_string();
 
-    let id = release::new_id(&commit_hex);
+    let id = release::next_id(root, app, &commit_hex);
     let releases = root.releases_dir(app);
     let staging = releases.join(format!(".{id}.tmp"));
     if staging.exists() {

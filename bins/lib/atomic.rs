@@ -36,17 +36,30 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
 
 /// Write `contents` to `path` atomically with the given mode.
 pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    write(path, contents, mode, false)
+    write(path, contents, mode)
 }
 
 /// Like `write_file`, for a file a watcher compares by whole-second mtime
-/// (the uWSGI emperor): the new file's mtime is later than the old one's
-/// even when both are written within one second, so the change is seen.
+/// (the uWSGI emperor): when the old file was written in the current second,
+/// wait until the clock has moved past that second (at most about a second),
+/// so the new file's mtime is later and the change is seen. The mtime is the
+/// time of the write, never one in the future.
 pub fn write_file_newer(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    write(path, contents, mode, true)
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    if let Some(old) = fs::metadata(path).and_then(|m| m.modified()).ok().map(secs) {
+        // File times come from the kernel's coarse clock, a tick behind the
+        // wall clock: wait until the next second has begun by a few ticks.
+        let next = UNIX_EPOCH + Duration::from_secs(old + 1) + Duration::from_millis(25);
+        let bound = Instant::now() + Duration::from_millis(1500);
+        while SystemTime::now() < next && Instant::now() < bound {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    write(path, contents, mode)
 }
 
-fn write(path: &Path, contents: &[u8], mode: u32, newer: bool) -> Result<()> {
+fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let dir = parent_of(path);
     create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -56,23 +69,10 @@ fn write(path: &Path, contents: &[u8], mode: u32, newer: bool) -> Result<()> {
     file.write_all(contents)?;
     file.sync_all()?;
     fs::set_permissions(&tmp_path, std::fs::Permissions::from_mode(mode))?;
-    if newer && let Some(at) = later_than(path) {
-        file.set_modified(at)?;
-    }
     fs::rename(&tmp_path, path)?;
     // Renamed away: nothing is left at the temporary name to delete.
     let _ = tmp_path.keep();
     Ok(())
-}
-
-/// A time one whole second past `path`'s mtime, when that is not already
-/// in the past by a whole second; None when no file is there.
-fn later_than(path: &Path) -> Option<std::time::SystemTime> {
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-    let old = fs::metadata(path).and_then(|m| m.modified()).ok()?;
-    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let now = SystemTime::now();
-    (secs(old) >= secs(now)).then(|| UNIX_EPOCH + Duration::from_secs(secs(old) + 1))
 }
 
 /// Replace (or create) a symlink atomically: make it under a temp name, rename over.
@@ -140,16 +140,18 @@ mod tests {
     }
 
     #[test]
-    fn a_rewrite_within_one_second_still_moves_the_whole_second_mtime() {
+    fn a_rewrite_within_one_second_still_moves_the_whole_second_mtime_never_into_the_future() {
         let secs = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.ini");
         write_file_newer(&p, b"one", 0o644).unwrap();
         let first = secs(&p);
         write_file_newer(&p, b"two", 0o644).unwrap();
+        assert!(secs(&p) > first && secs(&p) <= now(), "{} then {} (now {})", first, secs(&p), now());
         write_file_newer(&p, b"three", 0o644).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "three");
-        assert!(secs(&p) >= first + 2, "{} then {}", first, secs(&p));
+        assert!(secs(&p) >= first + 2 && secs(&p) <= now(), "{} then {} (now {})", first, secs(&p), now());
         // An old file is simply replaced at the current time.
         let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         std::fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub enum Target {
     Tcp(String, u16),
     UwsgiSocket(std::path::PathBuf),
+    /// HTTP over a unix socket (uWSGI's rawrouter in front of a worker's port).
+    HttpSocket(std::path::PathBuf),
 }
 
 impl std::fmt::Display for Target {
@@ -18,7 +20,7 @@ impl std::fmt::Display for Target {
         match self {
             Target::Tcp(h, p) if h.contains(':') => write!(f, "[{h}]:{p}"),
             Target::Tcp(h, p) => write!(f, "{h}:{p}"),
-            Target::UwsgiSocket(p) => write!(f, "{}", p.display()),
+            Target::UwsgiSocket(p) | Target::HttpSocket(p) => write!(f, "{}", p.display()),
         }
     }
 }
@@ -67,12 +69,14 @@ pub fn probe(target: &Target, check: &Check, timeout: Duration) -> Result<u16, S
             let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("no connection to {target}: {e}"))?;
             s.set_read_timeout(Some(timeout)).ok();
             s.set_write_timeout(Some(timeout)).ok();
-            let req = format!(
-                "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: piku-healthcheck\r\nConnection: close\r\n\r\n",
-                check.request_path(),
-                check.host
-            );
-            s.write_all(req.as_bytes()).map_err(|e| format!("{target}: cannot send the request: {e}"))?;
+            s.write_all(http_request(check).as_bytes()).map_err(|e| format!("{target}: cannot send the request: {e}"))?;
+            read_status(&mut s, target)
+        }
+        Target::HttpSocket(path) => {
+            let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("no connection to {target}: {e}"))?;
+            s.set_read_timeout(Some(timeout)).ok();
+            s.set_write_timeout(Some(timeout)).ok();
+            s.write_all(http_request(check).as_bytes()).map_err(|e| format!("{target}: cannot send the request: {e}"))?;
             read_status(&mut s, target)
         }
         Target::UwsgiSocket(path) => {
@@ -83,6 +87,10 @@ pub fn probe(target: &Target, check: &Check, timeout: Duration) -> Result<u16, S
             read_status(&mut s, target)
         }
     }
+}
+
+fn http_request(check: &Check) -> String {
+    format!("GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: piku-healthcheck\r\nConnection: close\r\n\r\n", check.request_path(), check.host)
 }
 
 /// Probe until the worker answers as `check` wants or `deadline` passes;
@@ -98,7 +106,8 @@ pub fn wait_healthy(target: &Target, check: &Check, deadline: Instant) -> Result
         if Instant::now() >= deadline {
             return Err(last);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // A new worker answers within a few hundred ms of starting: poll often.
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
@@ -106,7 +115,7 @@ pub fn wait_healthy(target: &Target, check: &Check, deadline: Instant) -> Result
 pub fn is_free(target: &Target) -> bool {
     match target {
         Target::Tcp(..) => probe_connect(target).is_err(),
-        Target::UwsgiSocket(p) => std::os::unix::net::UnixStream::connect(p).is_err(),
+        Target::UwsgiSocket(p) | Target::HttpSocket(p) => std::os::unix::net::UnixStream::connect(p).is_err(),
     }
 }
 

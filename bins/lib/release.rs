@@ -124,12 +124,39 @@ fn not_deployed(root: &Root, app: &AppName) -> Error {
     }
 }
 
-/// A new release id: UTC time then the short commit, sortable by age
-/// (`20261125-041800-1a2b3c4`).
-pub fn new_id(commit_hex: &str) -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+/// A new release id for `app`: UTC time then the short commit, sortable by
+/// age (`20261125-041800-1a2b3c4`), and after every release
+/// the app has: a second deploy within the same second (or after the clock
+/// went back) takes the next free second, so ids are unique and their order
+/// is the order the releases were made in. Called under the app's lock.
+pub fn next_id(root: &Root, app: &AppName, commit_hex: &str) -> String {
+    let latest = list_ids(root, app).iter().filter_map(|id| id.get(..15).and_then(stamp_secs)).max();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = latest.map_or(now, |latest| now.max(latest + 1));
     let short: String = commit_hex.chars().take(7).collect();
     format!("{}-{short}", utc_stamp(secs))
+}
+
+/// Seconds since the epoch of a `YYYYMMDD-HHMMSS` stamp (`utc_stamp`'s inverse).
+fn stamp_secs(stamp: &str) -> Option<u64> {
+    let b = stamp.as_bytes();
+    if b.len() != 15 || b[8] != b'-' || !b.iter().enumerate().all(|(i, c)| i == 8 || c.is_ascii_digit()) {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| stamp[r].parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 /// `YYYYMMDD-HHMMSS` for seconds since the epoch (UTC).
@@ -178,14 +205,40 @@ mod tests {
         assert_eq!(utc_stamp(0), "19700101-000000");
         assert_eq!(utc_stamp(951_782_400), "20000229-000000");
         assert_eq!(utc_stamp(1_795_581_296), "20261125-043456");
+        for secs in [0, 951_782_400, 1_795_581_296, 32_503_680_000 - 1] {
+            assert_eq!(stamp_secs(&utc_stamp(secs)), Some(secs));
+        }
+        for bad in ["20261125043456", "20261325-000000", "2026112x-000000", "zzz"] {
+            assert_eq!(stamp_secs(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn next_ids_are_unique_and_in_order_within_one_second() {
+        let home = tempfile::tempdir().unwrap();
+        let root = Root::at(home.path());
+        let app = AppName::parse("a").unwrap();
+        let dir = root.releases_dir(&app);
+        let mut made = Vec::new();
+        for commit in ["1111111aaaa", "2222222bbbb", "1111111aaaa", "0000000cccc"] {
+            let id = next_id(&root, &app, commit);
+            assert!(made.last().is_none_or(|last: &String| last[..15] < id[..15]), "{id} after {made:?}");
+            std::fs::create_dir_all(dir.join(&id)).unwrap();
+            made.push(id);
+        }
+        assert_eq!(list_ids(&root, &app), made, "oldest first");
+        // Not before a release stamped in the future (the clock went back); other names are ignored.
+        std::fs::create_dir_all(dir.join("29991231-235958-abcdef0")).unwrap();
+        std::fs::create_dir_all(dir.join("zzz")).unwrap();
+        assert_eq!(next_id(&root, &app, "1234567"), "29991231-235959-1234567");
     }
 
     #[test]
     fn ids_are_sortable_and_checked() {
-        let id = new_id("0123456789abcdef");
-        assert!(id.ends_with("-0123456"), "{id}");
         let root = Root::at(tempfile::tempdir().unwrap().path());
         let app = AppName::parse("a").unwrap();
+        let id = next_id(&root, &app, "0123456789abcdef");
+        assert!(id.ends_with("-0123456"), "{id}");
         for bad in ["../x", "", "a/b", "x y"] {
             assert!(Release::open(&root, &app, bad).is_err());
         }

@@ -1,9 +1,9 @@
 //! Worker counts and web ports, in piku's plain formats:
 //! `envs/<app>/SCALING` holds `kind:count` lines (owner: piku-uwsgi);
-//! `envs/<app>/PORTS` holds `n:port` lines, the port of each live `web`
-//! instance (nginx reads these; instance 1 is the app's PORT), and
-//! `<colour>.n:port` lines, the ports of each colour's instances: a new release
-//! starts on the other colour's ports beside the live one (owner: piku-config).
+//! `envs/<app>/PORTS` holds `n:port` lines, the port of each `web` instance
+//! of an app whose workers restart in place (PORT pinned, or not behind
+//! nginx; nginx reads these; instance 1 is the app's PORT; owner:
+//! piku-config). Apps behind nginx get ports per generation (swap.rs).
 
 use crate::app::AppName;
 use crate::error::{Error, Result};
@@ -55,30 +55,6 @@ pub fn read_web_ports(root: &Root, app: &AppName) -> Result<BTreeMap<u32, u16>> 
     Ok(out)
 }
 
-/// The ports of one colour's web instances, 1..=count as far as assigned.
-pub fn read_colour_ports(root: &Root, app: &AppName, colour: &str) -> Result<BTreeMap<u32, u16>> {
-    let mut out = BTreeMap::new();
-    for (k, v) in read_counts(&ports_file(root, app))? {
-        let Some((c, n)) = k.split_once('.') else { continue };
-        if let (true, Ok(n), Ok(port)) = (c == colour, n.parse::<u32>(), u16::try_from(v)) {
-            out.insert(n, port);
-        }
-    }
-    Ok(out)
-}
-
-/// The colour whose first instance listens on `port`; None for a port of no
-/// colour (the user set PORT, or the app restarts in place).
-pub fn colour_of_port(root: &Root, app: &AppName, port: Option<&str>) -> Result<Option<&'static str>> {
-    let Some(port) = port.and_then(|p| p.parse::<u16>().ok()) else { return Ok(None) };
-    for colour in crate::vassals::COLOURS {
-        if read_colour_ports(root, app, colour)?.get(&1) == Some(&port) {
-            return Ok(Some(colour));
-        }
-    }
-    Ok(None)
-}
-
 /// `kind=N` arguments of `ps:scale`.
 pub fn parse_scale_arg(arg: &str) -> std::result::Result<(String, u32), String> {
     let (kind, count) = arg.split_once('=').ok_or_else(|| format!("{arg:?} must be kind=N"))?;
@@ -117,20 +93,5 @@ mod tests {
         assert_eq!(c["worker"], 0);
         std::fs::write(&p, "web:x\n").unwrap();
         assert!(read_counts(&p).unwrap_err().message.contains("line 1"));
-    }
-
-    #[test]
-    fn colour_ports_are_told_apart_from_live_ports() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::at(dir.path());
-        let app = AppName::parse("a").unwrap();
-        std::fs::create_dir_all(root.env_dir(&app)).unwrap();
-        std::fs::write(ports_file(&root, &app), "1:5001\n2:5002\nblue.1:5001\nblue.2:5002\ngreen.1:6001\n").unwrap();
-        assert_eq!(read_web_ports(&root, &app).unwrap().into_iter().collect::<Vec<_>>(), [(1, 5001), (2, 5002)]);
-        assert_eq!(read_colour_ports(&root, &app, "green").unwrap().into_iter().collect::<Vec<_>>(), [(1, 6001)]);
-        assert_eq!(colour_of_port(&root, &app, Some("6001")).unwrap(), Some("green"));
-        assert_eq!(colour_of_port(&root, &app, Some("5001")).unwrap(), Some("blue"));
-        assert_eq!(colour_of_port(&root, &app, Some("8000")).unwrap(), None);
-        assert_eq!(colour_of_port(&root, &app, None).unwrap(), None);
     }
 }

@@ -2,11 +2,13 @@
 //!
 //!   `<app>_<kind>.<n>.ini`            a background or cron worker (piku.py's
 //!                                     name), or a web worker that restarts in place
-//!   `<app>_<kind>.<n>.<colour>.ini`   a web-facing worker of one colour (blue
-//!                                     or green): during a deploy the new
-//!                                     release's colour runs beside the old one
+//!   `<app>_<kind>.<n>.g<N>.ini`       a web-facing worker of generation N
+//!                                     (lib swap.rs): each deploy's workers
+//!                                     are a new generation, beside the old
 //!
-//! Process titles follow the same shape (`procname-prefix = <app>:<kind>.<n>[.<colour>]:`).
+//! Process titles follow the same shape (`procname-prefix = <app>:<kind>.<n>[.g<N>]:`).
+//! Names with a colour (`.blue`, `.green`) are an older version's: they are
+//! still recognised, so they are stopped like any older generation.
 
 use crate::app::AppName;
 use crate::error::Result;
@@ -18,38 +20,38 @@ use std::path::Path;
 /// user (the emperor) reads it.
 pub const VASSAL_MODE: u32 = 0o600;
 
-/// The two colours a web-facing worker alternates between.
-pub const COLOURS: [&str; 2] = ["blue", "green"];
+/// The colours of an older version's web-facing workers.
+pub const OLD_COLOURS: [&str; 2] = ["blue", "green"];
 
 /// Does a worker of this kind face the web (nginx talks to it)?
 pub fn is_web_facing(kind: &str) -> bool {
     crate::procfile::WEB_KINDS.contains(&kind)
 }
 
-/// `kind.n` or `kind.n.colour`.
-pub fn worker_id(kind: &str, n: u32, colour: Option<&str>) -> String {
-    match colour {
+/// `kind.n` or `kind.n.<tag>` (the tag: `g<N>`).
+pub fn worker_id(kind: &str, n: u32, tag: Option<&str>) -> String {
+    match tag {
         Some(c) => format!("{kind}.{n}.{c}"),
         None => format!("{kind}.{n}"),
     }
 }
 
-pub fn vassal_name(app: &AppName, kind: &str, n: u32, colour: Option<&str>) -> String {
-    format!("{app}_{}.ini", worker_id(kind, n, colour))
+pub fn vassal_name(app: &AppName, kind: &str, n: u32, tag: Option<&str>) -> String {
+    format!("{app}_{}.ini", worker_id(kind, n, tag))
 }
 
-/// A vassal file name of `app`, taken apart: (kind, n, colour).
+/// A vassal file name of `app`, taken apart: (kind, n, tag).
 pub fn parse_vassal(app: &AppName, name: &str) -> Option<(String, u32, Option<String>)> {
     let rest = name.strip_prefix(&format!("{app}_"))?.strip_suffix(".ini")?;
     parse_worker_id(rest)
 }
 
-/// `kind.n` or `kind.n.colour`, taken apart.
+/// `kind.n` or `kind.n.<tag>`, taken apart.
 pub fn parse_worker_id(id: &str) -> Option<(String, u32, Option<String>)> {
     let parts: Vec<&str> = id.split('.').collect();
     let (kind, n, colour) = match parts.as_slice() {
         [kind, n] => (kind, n, None),
-        [kind, n, colour] if COLOURS.contains(colour) => (kind, n, Some(colour.to_string())),
+        [kind, n, tag] if OLD_COLOURS.contains(tag) || crate::swap::parse_tag(tag).is_some() => (kind, n, Some(tag.to_string())),
         _ => return None,
     };
     let n = n.parse::<u32>().ok()?;
@@ -69,13 +71,7 @@ pub fn app_vassals(root: &Root, app: &AppName, dir: &Path) -> Result<Vec<String>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(e.into()),
     };
-    let prefix = format!("{app}_");
-    let longer_apps: Vec<String> = ["apps", "repos"]
-        .iter()
-        .filter_map(|d| fs::read_dir(root.dir(d)).ok())
-        .flat_map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|other| other.len() > app.as_str().len() && other.starts_with(&prefix))
-        .collect();
+    let longer_apps = longer_apps(root, app);
     let mut names = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -91,13 +87,29 @@ pub fn app_vassals(root: &Root, app: &AppName, dir: &Path) -> Result<Vec<String>
     Ok(names)
 }
 
-/// `kind.n[.colour]` of a vassal file name of `app`, for messages.
+/// The other apps whose names start with `<app>_`: a file `<app>_...` may be theirs.
+pub fn longer_apps(root: &Root, app: &AppName) -> Vec<String> {
+    let prefix = format!("{app}_");
+    ["apps", "repos"]
+        .iter()
+        .filter_map(|d| fs::read_dir(root.dir(d)).ok())
+        .flat_map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|other| other.len() > app.as_str().len() && other.starts_with(&prefix))
+        .collect()
+}
+
+/// Is the file `<app>_...` in a shared directory this app's (not a longer-named app's)?
+pub fn is_apps_file(longer_apps: &[String], app: &AppName, name: &str) -> bool {
+    name.starts_with(&format!("{app}_")) && !longer_apps.iter().any(|other| name.starts_with(&format!("{other}_")))
+}
+
+/// `kind.n[.tag]` of a vassal file name of `app`, for messages.
 pub fn worker_label(app: &AppName, name: &str) -> String {
     name.strip_prefix(&format!("{app}_")).unwrap_or(name).trim_end_matches(".ini").to_string()
 }
 
 /// The workers of this user whose vassal master runs now, as
-/// `app:kind.n[.colour]`, read from the process titles uWSGI sets
+/// `app:kind.n[.tag]`, read from the process titles uWSGI sets
 /// (`procname-prefix`). Another user's workers (a second piku user on the
 /// same machine) are never counted.
 pub fn running_workers() -> std::collections::BTreeSet<String> {
@@ -137,6 +149,7 @@ mod tests {
             "foo_web.1.ini",
             "foo_web.2.green.ini",
             "foo_web.1.red.ini",
+            "foo_web.3.g12.ini",
             "foo_worker.2.ini",
             "foobar_web.1.ini",
             "foo_x_web.1.ini",
@@ -147,11 +160,38 @@ mod tests {
             std::fs::write(root.dir("uwsgi-enabled").join(f), "").unwrap();
         }
         let foo = AppName::parse("foo").unwrap();
-        assert_eq!(app_vassals(&root, &foo, &root.dir("uwsgi-enabled")).unwrap(), ["foo_web.1.ini", "foo_web.2.green.ini", "foo_worker.2.ini"]);
+        assert_eq!(app_vassals(&root, &foo, &root.dir("uwsgi-enabled")).unwrap(), ["foo_web.1.ini", "foo_web.2.green.ini", "foo_web.3.g12.ini", "foo_worker.2.ini"]);
         let foo_x = AppName::parse("foo_x").unwrap();
         assert_eq!(app_vassals(&root, &foo_x, &root.dir("uwsgi-enabled")).unwrap(), ["foo_x_web.1.ini"]);
         assert_eq!(worker_label(&foo, "foo_web.1.ini"), "web.1");
         assert_eq!(worker_label(&foo, "foo_web.1.blue.ini"), "web.1.blue");
+    }
+
+    #[test]
+    fn no_two_apps_ever_name_the_same_socket_or_nginx_file() {
+        let root = Root::at("/r");
+        let candidates = ["foo", "foo_web", "foo_web.1", "foo_web.1.g2", "foo.sock", "foo_x", "foo.g1", "foo_wsgi.1", "foo.conf", "a.b_c"];
+        let kinds = ["web", "wsgi", "worker", "x-worker"];
+        let mut seen = std::collections::BTreeMap::new();
+        for app in candidates.iter().filter_map(|a| AppName::parse(a).ok()) {
+            let mut names = vec![format!("{app}.conf"), format!("{app}.crt"), format!("{app}.key")];
+            for kind in kinds {
+                for n in [1, 2] {
+                    names.push(crate::swap::stable_socket(&root, &app, kind, n).display().to_string());
+                    for g in [1, 2, 12] {
+                        names.push(crate::swap::worker_socket(&root, &app, kind, n, g).display().to_string());
+                    }
+                }
+            }
+            names.sort();
+            names.dedup();
+            for name in names {
+                if let Some(other) = seen.insert(name.clone(), app.to_string()) {
+                    assert_eq!(other, app.to_string(), "{name} belongs to both '{other}' and '{app}'");
+                }
+            }
+        }
+        assert!(AppName::parse("foo_web.1").is_err(), "foo_web.1 would own nginx/foo_web.1.sock, app foo's web.1 socket");
     }
 
     #[test]
@@ -164,7 +204,7 @@ mod tests {
             let app = AppName::parse(app).unwrap();
             for kind in kinds.iter().filter(|k| crate::procfile::Procfile::parse(&format!("{k}: sleep 1\n"), "Procfile").is_ok()) {
                 for n in [1, 2, 12] {
-                    for colour in [None, Some("blue"), Some("green")] {
+                    for colour in [None, Some("g1"), Some("g12")] {
                         let name = vassal_name(&app, kind, n, colour);
                         let owner = format!("{app} {kind}.{n}.{colour:?}");
                         if let Some(other) = seen.insert(name.clone(), owner.clone()) {
@@ -178,12 +218,14 @@ mod tests {
     }
 
     #[test]
-    fn names_round_trip_with_and_without_colour() {
+fn names_round_trip_with_and_without_a_generation() {
         let app = AppName::parse("a").unwrap();
         assert_eq!(vassal_name(&app, "web", 2, Some("blue")), "a_web.2.blue.ini");
         assert_eq!(parse_vassal(&app, "a_web.2.blue.ini"), Some(("web".into(), 2, Some("blue".into()))));
         assert_eq!(parse_vassal(&app, "a_cron1.1.ini"), Some(("cron1".into(), 1, None)));
         assert_eq!(parse_vassal(&app, "a_web.x.ini"), None);
+        assert_eq!(parse_vassal(&app, "a_web.1.g7.ini"), Some(("web".into(), 1, Some("g7".into()))));
+        assert_eq!(parse_vassal(&app, "a_web.1.gx.ini"), None);
         assert!(is_web_facing("wsgi") && is_web_facing("php") && !is_web_facing("worker") && !is_web_facing("static"));
     }
 }

@@ -338,10 +338,10 @@ fn refresh_cloudflare(root: &Root, settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Remove the app's server block, socket, key, certificate and ACME files.
+/// Remove the app's server block, key, certificate and ACME files (its sockets are piku-uwsgi's).
 fn destroy(root: &Root, settings: &Settings, app: &AppName) -> Result<()> {
     let mut removed = false;
-    for ext in ["conf", "sock", "key", "crt"] {
+    for ext in ["conf", "key", "crt"] {
         removed |= atomic::remove_file(&root.dir("nginx").join(format!("{app}.{ext}")))?;
     }
     certs::forget(root, app)?;

@@ -219,10 +219,23 @@ fn upstream(root: &Root, app: &AppName, procfile: &Procfile, env: &Env) -> Resul
     let name = format!("piku_{}", app.as_str().replace(['.', '-'], "_"));
     if procfile.has("wsgi") {
         let sock = root.dir("nginx").join(format!("{app}.sock"));
-        return Ok(Some(Upstream { name, servers: vec![format!("unix:{}", sock.display())], uwsgi: true }));
+        let mut servers = vec![format!("unix:{}", sock.display())];
+        // wsgi=N: each further instance through its own stable socket (piku-uwsgi).
+        if piku::swap::per_release(env) {
+            let count = scaling::read_scaling(root, app)?.get("wsgi").copied().unwrap_or(1);
+            servers.extend((2..=count).map(|n| format!("unix:{}", piku::swap::stable_socket(root, app, "wsgi", n).display())));
+        }
+        return Ok(Some(Upstream { name, servers, uwsgi: true }));
     }
     // jwsgi serves HTTP too: the JVM handler wants its own request modifier (8).
-    if ["web", "jwsgi", "rwsgi", "php"].iter().any(|k| procfile.has(k)) {
+    let http_kind = ["web", "jwsgi", "rwsgi", "php"].into_iter().find(|k| procfile.has(k));
+    if let Some(kind) = http_kind.filter(|_| piku::swap::per_release(env)) {
+        // Each instance through its stable socket, which piku-uwsgi switches to each deploy's workers.
+        let count = scaling::read_scaling(root, app)?.get(kind).copied().unwrap_or(1).max(1);
+        let servers = (1..=count).map(|n| format!("unix:{}", piku::swap::stable_socket(root, app, kind, n).display())).collect();
+        return Ok(Some(Upstream { name, servers, uwsgi: false }));
+    }
+    if http_kind.is_some() {
         let bind = syntax::nginx_word("BIND_ADDRESS", env.get("BIND_ADDRESS").map(String::as_str).unwrap_or("127.0.0.1"))?;
         let port = env.get("PORT").ok_or_else(|| Error::new(format!("app '{app}' has a web worker but no PORT")))?;
         let port: u16 = port.parse().map_err(|_| Error::new(format!("PORT of '{app}' must be a port number, not {port:?}")))?;

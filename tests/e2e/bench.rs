@@ -30,10 +30,19 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+thread_local! {
+    /// The last push's "answers / with HTTP 200 (X s)": from starting the new
+    /// workers to their health check passing, in ms.
+    static STAGED_MS: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
 /// Time from `git push` until nginx answers `host` with `want`.
 fn push_to_200(s: &Server, app: &App, host: &str, want: &str) -> Result<f64, String> {
     let started = Instant::now();
-    app.deploy("main")?;
+    let out = app.deploy("main")?.all();
+    // git pads each remote: line with blanks.
+    let staged = out.lines().find_map(|l| l.split("with HTTP ").nth(1)?.split_once('(')?.1.trim_end().strip_suffix(" s)")?.parse::<f64>().ok());
+    STAGED_MS.with(|c| c.set(staged.map(|s| s * 1000.0)));
     loop {
         if let (200, body) = curl(s, host, "/") {
             if body.contains(want) {
@@ -47,32 +56,171 @@ fn push_to_200(s: &Server, app: &App, host: &str, want: &str) -> Result<f64, Str
     }
 }
 
-/// Wait until the app's previous web workers have drained and stopped: only
-/// one colour of its vassals is left, and only its workers run.
+/// Wait until the app's older generations have drained and stopped: only
+/// the live generation's web vassals are enabled, only its workers run.
 fn drained(s: &Server, app: &str) -> Result<(), String> {
     let started = Instant::now();
-    let colours = |dir: &std::path::Path| -> usize {
-        ["blue", "green"]
-            .iter()
-            .filter(|c| std::fs::read_dir(dir).map(|d| d.flatten().any(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.starts_with(&format!("{app}_")) && name.ends_with(&format!(".{c}.ini"))
-            })).unwrap_or(false))
-            .count()
-    };
-    // Settled: one colour's vassal files, and one colour's workers running.
-    let running = || piku::vassals::running_workers_of(crate::server::passwd_ids().map_or(u32::MAX, |ids| ids.0)).iter().filter(|t| t.starts_with(&format!("{app}:web."))).count();
-    while colours(&s.piku_root().join("uwsgi-enabled")) > 1 || running() > 1 {
+    let uid = crate::server::passwd_ids().map_or(u32::MAX, |ids| ids.0);
+    loop {
+        let live = std::fs::read_to_string(s.piku_root().join(format!("workers/{app}/live"))).unwrap_or_default();
+        let tag = format!(".g{}", live.trim());
+        let old_enabled = std::fs::read_dir(s.piku_root().join("uwsgi-enabled"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&format!("{app}_web.")) && !n.ends_with(&format!("{tag}.ini")))
+                    .count()
+            })
+            .unwrap_or(0);
+        let old_running = piku::vassals::running_workers_of(uid).iter().filter(|t| t.starts_with(&format!("{app}:web.")) && !t.ends_with(&tag)).count();
+        if old_enabled == 0 && old_running == 0 {
+            return Ok(());
+        }
         if started.elapsed() > Duration::from_secs(60) {
             return Err(format!("the old workers of {app} never drained"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Run `work` under wrk's default keep-alive load (`wrk -t1 -c4`) through
+/// nginx; wrk stops (SIGINT) when `work` is done. Returns the figures and
+/// how many requests failed (non-2xx/3xx answers and socket errors).
+fn wrk_during<T>(s: &Server, host: &str, work: impl FnOnce() -> T) -> Result<(T, String, u64), String> {
+    let child = Command::new("wrk")
+        .args(["-t1", "-c4", "-d600s", "-H", &format!("Host: {host}"), &format!("http://127.0.0.1:{}/", s.http_port)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run wrk: {e}"))?;
+    let result = work();
+    run(Command::new("kill").args(["-INT", &child.id().to_string()]), None, COMMAND_TIMEOUT).ok("kill -INT wrk")?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let number_after = |key: &str| -> u64 {
+        text.find(key).and_then(|i| text[i + key.len()..].split(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty())?.parse().ok()).unwrap_or(0)
+    };
+    let requests: u64 = text.lines().find(|l| l.contains("requests in")).and_then(|l| l.split_whitespace().next()?.parse().ok()).ok_or_else(|| format!("wrk said:\n{text}"))?;
+    let non_2xx = number_after("Non-2xx or 3xx responses:");
+    let socket = |k: &str| -> Option<u64> {
+        let rest = text.split("Socket errors:").nth(1)?;
+        let i = rest.find(k)?;
+        rest[i + k.len()..].split(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty())?.parse().ok()
+    };
+    let socket = |k: &str| socket(k).unwrap_or(0);
+    let errors = ["connect ", "read ", "write ", "timeout "].map(socket);
+    let failed = non_2xx + errors.iter().sum::<u64>();
+    let summary = format!(
+        "{requests} requests: {failed} failed ({non_2xx} non-2xx/3xx; socket errors: connect {}, read {}, write {}, timeout {})",
+        errors[0], errors[1], errors[2], errors[3]
+    );
+    Ok((result, summary, failed))
+}
+
+/// Push a new version of a web app and wait until nginx serves it.
+fn redeploy(s: &Server, app: &App, host: &str, version: &str) -> Result<(), String> {
+    app.write("site/index.html", version);
+    app.commit(version)?;
+    let out = app.deploy("main")?;
+    serves(s, host, "/", version).map_err(|e| format!("{e}\nafter the push:\n{}", crate::client::indent(&out.all())))
+}
+
+/// The swap, measured: a web app's push-to-200 one push at a time and five
+/// in a row; failed requests during redeploys and a rollback under load,
+/// close-per-request and keep-alive (wrk), each checking that the new
+/// version was served. `floor`: the median floor, for ratios.
+fn web_swaps(s: &Server, floor: Option<f64>, table: &mut Vec<(String, String)>) -> Result<(), String> {
+    let x_floor = |st: &Stat| floor.map(|f| format!(" = {:.2}x floor", st.median() / f)).unwrap_or_default();
+    let web = App::new(s, "bench-web");
+    web.write("Procfile", "web: python3 -m http.server --bind 127.0.0.1 $PORT --directory site\n")
+        .write("ENV", "NGINX_SERVER_NAME=bench-web.example.test\n")
+        .write("site/index.html", "web v0");
+    web.commit("v0")?;
+    web.deploy("main")?;
+    serves(s, "bench-web.example.test", "/", "web v0")?;
+    // One push at a time (the previous deploy's old workers have stopped),
+    // then five in a row (older releases still draining).
+    let (mut webs, mut back_to_back) = (Stat(vec![]), Stat(vec![]));
+    let (mut staged_one, mut staged_row) = (Stat(vec![]), Stat(vec![]));
+    for i in 1..=RUNS * 2 {
+        web.write("site/index.html", &format!("web v{i}"));
+        web.commit(&format!("v{i}"))?;
+        if i <= RUNS {
+            drained(s, "bench-web")?;
+            webs.0.push(push_to_200(s, &web, "bench-web.example.test", &format!("web v{i}"))?);
+        } else {
+            back_to_back.0.push(push_to_200(s, &web, "bench-web.example.test", &format!("web v{i}"))?);
+        }
+        let into = if i <= RUNS { &mut staged_one } else { &mut staged_row };
+        into.0.extend(STAGED_MS.with(|c| c.get()));
+    }
+    table.push(("push-to-200, generic web app, one at a time".into(), format!("{}{}", webs.row("ms"), x_floor(&webs))));
+    table.push((
+        "push-to-200, generic web app, 5 in a row".into(),
+        format!("{}{} = {:.2}x one at a time", back_to_back.row("ms"), x_floor(&back_to_back), back_to_back.median() / webs.median()),
+    ));
+    // Of which: the emperor's scan (every second) and the worker's start-up.
+    for (label, st) in [("one at a time", &staged_one), ("5 in a row", &staged_row)] {
+        if !st.0.is_empty() {
+            table.push((format!("  of which new workers started to healthy, {label}"), st.row("ms")));
+        }
+    }
+
+    // Failed requests during redeploys under load through nginx: ours (each
+    // release's own workers, nginx's upstream unchanged); the same redeploy
+    // restarting in place, as piku does (PORT pinned). Each under 4 loops of
+    // one connection per request, then under wrk's keep-alive load; each
+    // push and the rollback must serve their version.
+    let pinned = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let inplace = App::new(s, "bench-inplace");
+    inplace
+        .write("Procfile", "web: python3 -m http.server --bind 127.0.0.1 $PORT --directory site\n")
+        .write("ENV", &format!("NGINX_SERVER_NAME=bench-inplace.example.test\nPORT={pinned}\n"))
+        .write("site/index.html", "inplace v0");
+    inplace.commit("v0")?;
+    inplace.deploy("main")?;
+    serves(s, "bench-inplace.example.test", "/", "inplace v0")?;
+    let mut round = 0;
+    for (label, app, host) in [
+        ("3x redeploy + rollback, per-release workers (ours)", &web, "bench-web.example.test"),
+        ("3x redeploy + rollback, restart in place (piku's way)", &inplace, "bench-inplace.example.test"),
+    ] {
+        let mut swaps = || -> Result<(), String> {
+            round += 1;
+            for i in 0..3 {
+                redeploy(s, app, host, &format!("load r{round} v{i}"))?;
+            }
+            ssh(s, &format!("rollback {}", app.name), None).ok("ssh rollback")?;
+            serves(s, host, "/", &format!("load r{round} v1"))
+        };
+        drained(s, "bench-web")?;
+        let (result, load, _) = crate::zero_cases::under_load(s, host, 4, &mut swaps);
+        result?;
+        drained(s, "bench-web")?;
+        let (result, keep_alive, _) = wrk_during(s, host, &mut swaps)?;
+        result?;
+        table.push((format!("requests during {label}, close per request"), load.to_string()));
+        table.push((format!("requests during {label}, keep-alive (wrk -t1 -c4)"), keep_alive));
+    }
+    drained(s, "bench-web")?;
+    let ((), load, _) = crate::zero_cases::under_load(s, "bench-web.example.test", 4, || {
+        for _ in 0..3 {
+            ssh(s, "stop bench-web", None);
+            ssh(s, "start bench-web", None);
+        }
+    });
+    table.push(("requests during 3x stop then start, close per request".into(), load.to_string()));
     Ok(())
 }
 
 pub fn run_all(s: &Server) -> Result<(), String> {
     let mut table: Vec<(String, String)> = Vec::new();
+    // PIKU_BENCH=swap: only the swap's figures (a few minutes less).
+    if std::env::var("PIKU_BENCH").is_ok_and(|v| v == "swap") {
+        web_swaps(s, None, &mut table)?;
+        print_table(table);
+        return Ok(());
+    }
 
     // The floor: a plain git push over the same ssh to a bare repo with no
     // hook (a key without the forced command), plus an nginx reload.
@@ -105,29 +253,7 @@ pub fn run_all(s: &Server) -> Result<(), String> {
     table.push(("floor: git push (no hook) + nginx reload".into(), floor.row("ms")));
     table.push(("push-to-200, static site".into(), format!("{} = {ratio:.2}x floor", statics.row("ms"))));
 
-    let web = App::new(s, "bench-web");
-    web.write("Procfile", "web: python3 -m http.server --bind 127.0.0.1 $PORT --directory site\n")
-        .write("ENV", "NGINX_SERVER_NAME=bench-web.example.test\n")
-        .write("site/index.html", "web v0");
-    web.commit("v0")?;
-    web.deploy("main")?;
-    serves(s, "bench-web.example.test", "/", "web v0")?;
-    // One push at a time (the previous deploy's old workers have drained),
-    // then back to back (each push waits for the previous drain: the colour
-    // it needs is the one draining).
-    let (mut webs, mut back_to_back) = (Stat(vec![]), Stat(vec![]));
-    for i in 1..=RUNS * 2 {
-        web.write("site/index.html", &format!("web v{i}"));
-        web.commit(&format!("v{i}"))?;
-        if i <= RUNS {
-            drained(s, "bench-web")?;
-            webs.0.push(push_to_200(s, &web, "bench-web.example.test", &format!("web v{i}"))?);
-        } else {
-            back_to_back.0.push(push_to_200(s, &web, "bench-web.example.test", &format!("web v{i}"))?);
-        }
-    }
-    table.push(("push-to-200, generic web app".into(), format!("{} = {:.2}x floor", webs.row("ms"), webs.median() / floor.median())));
-    table.push(("push-to-200, generic web app, back to back".into(), format!("{} = {:.2}x floor", back_to_back.row("ms"), back_to_back.median() / floor.median())));
+    web_swaps(s, Some(floor.median()), &mut table)?;
 
     let py = App::new(s, "bench-python");
     py.write("requirements.txt", "six\n")
@@ -222,45 +348,6 @@ pub fn run_all(s: &Server) -> Result<(), String> {
         }
     }
 
-    // Failed requests during redeploys under a bounded load (4 loops, one
-    // connection per request, through nginx): our blue/green swap; the same
-    // redeploy restarting in place, as piku does (PORT pinned, so no second
-    // colour); and stop then start.
-    let pinned = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-    let inplace = App::new(s, "bench-inplace");
-    inplace
-        .write("Procfile", "web: python3 -m http.server --bind 127.0.0.1 $PORT --directory site\n")
-        .write("ENV", &format!("NGINX_SERVER_NAME=bench-inplace.example.test\nPORT={pinned}\n"))
-        .write("site/index.html", "inplace v0");
-    inplace.commit("v0")?;
-    inplace.deploy("main")?;
-    serves(s, "bench-inplace.example.test", "/", "inplace v0")?;
-    for (label, host, how) in [
-        ("3x redeploy, blue/green (ours)", "bench-web.example.test", 0),
-        ("3x redeploy, restart in place (piku's way)", "bench-inplace.example.test", 1),
-        ("3x stop then start", "bench-web.example.test", 2),
-    ] {
-        std::thread::sleep(Duration::from_secs(2));
-        let ((), load, _) = crate::zero_cases::under_load(s, host, 4, || {
-            for i in 0..3 {
-                match how {
-                    0 | 1 => {
-                        let app = if how == 0 { &web } else { &inplace };
-                        app.write("site/index.html", &format!("load v{i}"));
-                        app.commit(&format!("load v{i}")).ok();
-                        app.deploy("main").ok();
-                    }
-                    _ => {
-                        ssh(s, "stop bench-web", None);
-                        ssh(s, "start bench-web", None);
-                    }
-                }
-                std::thread::sleep(Duration::from_secs(2));
-            }
-        });
-        table.push((format!("requests during {label}"), load.to_string()));
-    }
-
     for name in ["piku", "piku-receive", "piku-build", "piku-config", "piku-uwsgi", "piku-nginx"] {
         let size = std::fs::metadata(s.work.join("prefix/bin").join(name)).map(|m| m.len()).unwrap_or(0);
         table.push((format!("size of {name}"), format!("{:>9.2} MB", size as f64 / 1_048_576.0)));
@@ -271,13 +358,17 @@ pub fn run_all(s: &Server) -> Result<(), String> {
         .sum();
     table.push(("size of all tools".into(), format!("{:>9.2} MB", total as f64 / 1_048_576.0)));
 
+    print_table(table);
+    Ok(())
+}
+
+fn print_table(table: Vec<(String, String)>) {
     println!();
     println!("| measure | figure |");
     println!("|---|---|");
     for (k, v) in table {
         println!("| {k} | {} |", v.trim());
     }
-    Ok(())
 }
 
 /// Run `cmd` to its end; its peak resident set in kB (with its waited-for

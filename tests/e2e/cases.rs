@@ -31,6 +31,7 @@ pub const ALL: &[Case] = &[
     Case { name: "per_key_access", app: "access", run: crate::more_cases::per_key_access },
     Case { name: "wsgi_app", app: "wsgi-app", run: crate::more_cases::wsgi_app },
     Case { name: "client_script", app: "client-app", run: crate::more_cases::client_script },
+    Case { name: "front_door_over_ssh", app: "front-door", run: crate::front_door_cases::front_door_over_ssh },
     Case { name: "build_python_pip", app: "build-pip", run: crate::build_cases::python_pip },
     Case { name: "build_python_uv", app: "build-uv", run: crate::build_cases::python_uv },
     Case { name: "build_node_npm", app: "build-node", run: crate::build_cases::node_npm },
@@ -45,6 +46,11 @@ pub const ALL: &[Case] = &[
     Case { name: "zero_downtime_redeploys", app: "zero-app", run: crate::zero_cases::zero_downtime_redeploys },
     Case { name: "zero_failing_health_check", app: "zero-fail", run: crate::zero_cases::failing_health_check_keeps_live },
     Case { name: "zero_downtime_wsgi", app: "zero-wsgi", run: crate::zero_cases::zero_downtime_wsgi },
+    Case { name: "zero_back_to_back_pushes_while_draining", app: "zero-b2b", run: crate::zero_cases::back_to_back_pushes_while_draining },
+    Case { name: "zero_scale_down_leaves_what_ps_reports", app: "zero-scale", run: crate::zero_cases::scale_down_leaves_what_ps_reports },
+    Case { name: "crash_at_every_step", app: "crash-app", run: crate::crash_cases::crash_at_every_step },
+    Case { name: "crash_reboot_every_app_comes_back", app: "crash-boot", run: crate::crash_cases::reboot_every_app_comes_back },
+    Case { name: "crash_emperor_kill_every_app_comes_back", app: "crash-emp", run: crate::crash_cases::emperor_kill_every_app_comes_back },
     Case { name: "nginx_options", app: "nginx-options", run: crate::nginx_cases::nginx_options },
     Case { name: "nginx_static_https_only", app: "nginx-spa", run: crate::nginx_cases::nginx_static_https_only },
     Case { name: "nginx_cloudflare_acl", app: "nginx-cf", run: crate::nginx_cases::nginx_cloudflare_acl },
@@ -184,10 +190,11 @@ fn ssh_commands(s: &Server) -> Result<(), String> {
         return Err(format!("`apps` does not show 'ssh-commands-static' without '*' (no workers):\n{}", crate::client::indent(&apps)));
     }
 
-    // config:live: the environment the app runs with.
+    // config:live: the environment the app runs with (behind nginx each
+    // release's web workers get a PORT of their own: it is not the app's).
     let live = ssh(s, "config:live ssh-commands", None).ok("ssh config:live ssh-commands")?.stdout;
-    if !live.lines().any(|l| l.starts_with("PORT=")) || !live.lines().any(|l| l == "APP=ssh-commands") {
-        return Err(format!("config:live lacks PORT= or APP=ssh-commands:\n{}", crate::client::indent(&live)));
+    if !live.lines().any(|l| l == "APP=ssh-commands") || !live.lines().any(|l| l.starts_with("BIND_ADDRESS=")) {
+        return Err(format!("config:live lacks APP=ssh-commands or BIND_ADDRESS=:\n{}", crate::client::indent(&live)));
     }
 
     let help = ssh(s, "help", None).ok("ssh help")?;
@@ -379,6 +386,8 @@ fn other_branch_not_deployed(s: &Server) -> Result<(), String> {
     app.commit("first")?;
     let out = app.deploy("main")?;
     serves(s, host, "/", "main content").map_err(|e| with_push(e, &out))?;
+    let link = s.piku_root().join("apps/other-branch");
+    let live = std::fs::read_link(&link).map_err(|e| format!("{}: {e}", link.display()))?;
 
     app.git(&["checkout", "-q", "-b", "feature"])?;
     app.write("public/index.html", &page_html("feature content"));
@@ -386,6 +395,10 @@ fn other_branch_not_deployed(s: &Server) -> Result<(), String> {
     let out = app.deploy("feature")?;
     expect_text(&out.all(), "not deployed", "the push of branch 'feature'")?;
     serves_now(s, host, "/", "main content")?;
+    let now = std::fs::read_link(&link).map_err(|e| format!("{}: {e}", link.display()))?;
+    if now != live {
+        return Err(format!("the push of branch 'feature' changed the live release from {} to {}", live.display(), now.display()));
+    }
     match curl(s, host, "/") {
         (_, body) if body.contains("feature content") => Err("the feature branch is being served".into()),
         _ => Ok(()),

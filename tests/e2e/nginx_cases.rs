@@ -6,7 +6,7 @@ use crate::server::Server;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What curl got: status (0 when no answer), headers (lower-cased names), body.
 struct Resp {
@@ -187,10 +187,10 @@ pub fn nginx_options(s: &Server) -> Result<(), String> {
     ssh(s, "config:set nginx-options NGINX_ALLOW_GIT_FOLDERS=1", None).ok("config:set NGINX_ALLOW_GIT_FOLDERS")?;
     wait_for(Duration::from_secs(10), || expect(&fetch(s, "http", host, "/abs/.git/HEAD", &[]), 200, "refs/heads/main", "with NGINX_ALLOW_GIT_FOLDERS"))?;
 
-    // web=2: nginx balances both instances, each on its own port.
+    // web=2: nginx balances both instances, each through its own socket.
     ssh(s, "ps:scale nginx-options web=2", None).ok("ps:scale web=2")?;
     let conf = read(s, "nginx/nginx-options.conf")?;
-    let servers = conf.lines().filter(|l| l.trim_start().starts_with("server 127.0.0.1:")).count();
+    let servers = conf.lines().filter(|l| l.trim_start().starts_with("server unix:") && l.contains("nginx-options_web.")).count();
     if servers != 2 {
         return Err(format!("expected 2 upstream servers after web=2:\n{}", indent(&conf)));
     }
@@ -486,16 +486,11 @@ fn tls_with(s: &Server, pebble: &Pebble) -> Result<(), String> {
     add_settings(s, "ACME_TIMEOUT=5\n")?;
     let stuck = echo_app(s, "nginx-tls-stuck", &format!("NGINX_SERVER_NAME=stuck.example.test\nACME_ROOT_CA=https://127.0.0.1:{silent_port}/dir\n"));
     stuck.commit("first")?;
-    let started = Instant::now();
     let push = stuck.deploy("main")?;
-    let took = started.elapsed();
     drop(silent);
     let all = push.all();
     expect_text(&all, "did not answer within 5s", "the push with a silent CA")?;
     expect_text(&all, "self-signed certificate", "the push with a silent CA")?;
-    if took > Duration::from_secs(60) {
-        return Err(format!("the push with a silent CA took {took:?}"));
-    }
     expect(&fetch(s, "https", "stuck.example.test", "/", &["-k"]), 200, "port=", "https with the fallback certificate")?;
     let r = fetch(s, "https", "stuck.example.test", "/", &["--cacert", &cacert]);
     if r.code != 0 {

@@ -1,114 +1,13 @@
 //! Zero-downtime releases, proven under load: a bounded load generator
-//! (plain TCP on loopback, one connection per request) hits the app through
-//! nginx while it is redeployed, rolled back, and handed a release that fails
-//! its health check. Every request must get a 200: no 5xx, no connection error.
+//! (tests/e2e/load.rs: one connection per request, keep-alive, slow senders
+//! and slow readers) hits the app through nginx while it is redeployed,
+//! rolled back, and handed a release that fails its health check. Every request must get a 200: no 5xx, no connection error.
 
 use crate::client::{App, expect_text, indent, serves, ssh};
 use crate::server::Server;
-use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Counts of a load run.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Load {
-    pub ok: usize,
-    pub http_5xx: usize,
-    pub other_status: usize,
-    pub conn_errors: usize,
-}
-
-impl Load {
-    pub fn failed(&self) -> usize {
-        self.http_5xx + self.other_status + self.conn_errors
-    }
-}
-
-impl std::fmt::Display for Load {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} requests: {} ok, {} failed ({} 5xx, {} other status, {} connection errors)",
-            self.ok + self.failed(),
-            self.ok,
-            self.failed(),
-            self.http_5xx,
-            self.other_status,
-            self.conn_errors
-        )
-    }
-}
-
-/// One request through nginx: its HTTP status, or the I/O error.
-fn request(port: u16, host: &str) -> Result<u16, String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    s.set_write_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: piku-e2e-load\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).map_err(|e| e.to_string())?;
-    let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).into_owned();
-    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("not HTTP: {head:?}"))
-}
-
-/// Run `work` while `threads` loops send requests to `host` through nginx;
-/// bounded by `MAX_REQUESTS` and `MAX_TIME` whatever `work` does.
-pub fn under_load<T>(s: &Server, host: &str, threads: usize, work: impl FnOnce() -> T) -> (T, Load, Vec<String>) {
-    const MAX_REQUESTS: usize = 200_000;
-    const MAX_TIME: Duration = Duration::from_secs(600);
-    let stop = AtomicBool::new(false);
-    let sent = AtomicUsize::new(0);
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        let loops: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut load = Load::default();
-                    let mut samples = Vec::new();
-                    while !stop.load(Ordering::SeqCst) && sent.fetch_add(1, Ordering::SeqCst) < MAX_REQUESTS && started.elapsed() < MAX_TIME {
-                        let what = match request(s.http_port, host) {
-                            Ok(200) => {
-                                load.ok += 1;
-                                continue;
-                            }
-                            Ok(code) if code >= 500 => {
-                                load.http_5xx += 1;
-                                format!("HTTP {code}")
-                            }
-                            Ok(code) => {
-                                load.other_status += 1;
-                                format!("HTTP {code}")
-                            }
-                            Err(e) => {
-                                load.conn_errors += 1;
-                                e
-                            }
-                        };
-                        if samples.len() < 5 {
-                            samples.push(format!("{:.1} s: {what}", started.elapsed().as_secs_f64()));
-                        }
-                    }
-                    (load, samples)
-                })
-            })
-            .collect();
-        let result = work();
-        // Let the last drain finish under load too.
-        std::thread::sleep(Duration::from_secs(1));
-        stop.store(true, Ordering::SeqCst);
-        let mut total = Load::default();
-        let mut samples = Vec::new();
-        for l in loops {
-            let (load, s) = l.join().unwrap_or_default();
-            total.ok += load.ok;
-            total.http_5xx += load.http_5xx;
-            total.other_status += load.other_status;
-            total.conn_errors += load.conn_errors;
-            samples.extend(s);
-        }
-        (result, total, samples)
-    })
-}
+pub use crate::load::{Load, request, under_load};
 
 /// A threaded Python web app that answers `version=<VERSION>`.
 fn versioned_app<'s>(s: &'s Server, name: &str, host: &str, version: &str, extra_env: &str) -> App<'s> {
@@ -137,7 +36,7 @@ ThreadingHTTPServer((os.environ["BIND_ADDRESS"], int(os.environ["PORT"])), H).se
 
 /// nginx answers from its new workers only: after a reload, old workers
 /// with the previous configuration may take a moment to stop accepting.
-fn settled(s: &Server, host: &str) -> Result<(), String> {
+pub fn settled(s: &Server, host: &str) -> Result<(), String> {
     crate::client::wait_for(Duration::from_secs(30), || {
         for _ in 0..20 {
             match request(s.http_port, host) {
@@ -149,7 +48,7 @@ fn settled(s: &Server, host: &str) -> Result<(), String> {
     })
 }
 
-fn check_load(what: &str, load: &Load, samples: &[String]) -> Result<(), String> {
+pub fn check_load(what: &str, load: &Load, samples: &[String]) -> Result<(), String> {
     println!("    {what}: {load}");
     if load.ok == 0 {
         return Err(format!("{what}: the load generator got no answer at all"));
@@ -283,7 +182,8 @@ pub fn failing_health_check_keeps_live(s: &Server) -> Result<(), String> {
     serves(s, host, "/", "version=good")
 }
 
-/// A wsgi app behind nginx: the switch is the nginx/<app>.sock link.
+/// A wsgi app behind nginx: the switch is the nginx/<app>.sock link, to
+/// each release's own socket.
 pub fn zero_downtime_wsgi(s: &Server) -> Result<(), String> {
     let host = "zero-wsgi.example.test";
     let app = App::new(s, "zero-wsgi");
@@ -300,20 +200,124 @@ pub fn zero_downtime_wsgi(s: &Server) -> Result<(), String> {
     settled(s, host)?;
     let link = s.piku_root().join("nginx/zero-wsgi.sock");
     let first = std::fs::read_link(&link).map_err(|e| format!("{} is not a link: {e}", link.display()))?;
-    let (result, load, samples) = under_load(s, host, 4, || -> Result<(), String> {
+    let (result, load, samples) = under_load(s, host, 4, || -> Result<Vec<std::path::PathBuf>, String> {
+        let mut targets = vec![first.clone()];
         for v in ["v2", "v3"] {
             write(v);
             app.commit(v)?;
             let out = app.deploy("main")?;
             serves(s, host, "/", &format!("wsgi {v}")).map_err(|e| format!("{e}\nafter the push:\n{}", indent(&out.all())))?;
+            targets.push(std::fs::read_link(&link).map_err(|e| e.to_string())?);
+        }
+        Ok(targets)
+    });
+    let targets = result?;
+    check_load("2 redeploys of a wsgi app", &load, &samples)?;
+    // Each release's workers have a socket of their own, never reused.
+    let mut unique = targets.clone();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != targets.len() {
+        return Err(format!("the socket link pointed at {targets:?}: a socket was reused"));
+    }
+    // wsgi=2: nginx balances both workers, each through its own stable socket.
+    ssh(s, "ps:scale zero-wsgi wsgi=2", None).ok("ssh ps:scale zero-wsgi wsgi=2")?;
+    only_live_workers_of(s, "zero-wsgi", "wsgi", 2)?;
+    settled(s, host)?;
+    serves(s, host, "/", "wsgi v3")
+}
+
+/// The app's enabled vassals of one kind and its running workers of that kind (process titles).
+fn web_workers(s: &Server, app: &str, kind: &str) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut enabled: Vec<String> = std::fs::read_dir(s.piku_root().join("uwsgi-enabled"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{app}_{kind}.")))
+        .collect();
+    enabled.sort();
+    let uid = crate::server::passwd_ids().map_or(u32::MAX, |ids| ids.0);
+    let running: Vec<String> = piku::vassals::running_workers_of(uid).into_iter().filter(|t| t.starts_with(&format!("{app}:{kind}."))).collect();
+    Ok((enabled, running))
+}
+
+/// Wait until exactly the live generation's web workers are enabled and
+/// running, as `ps` reports them: `count` instances, nothing draining.
+fn only_live_workers(s: &Server, app: &str, count: usize) -> Result<(), String> {
+    only_live_workers_of(s, app, "web", count)
+}
+
+fn only_live_workers_of(s: &Server, app: &str, kind: &str, count: usize) -> Result<(), String> {
+    crate::client::wait_for(Duration::from_secs(60), || {
+        let live = std::fs::read_to_string(s.piku_root().join(format!("workers/{app}/live"))).map_err(|e| e.to_string())?;
+        let want: Vec<String> = (1..=count).map(|n| format!("{app}_{kind}.{n}.g{}.ini", live.trim())).collect();
+        let titles: Vec<String> = (1..=count).map(|n| format!("{app}:{kind}.{n}.g{}", live.trim())).collect();
+        let (enabled, running) = web_workers(s, app, kind)?;
+        if enabled != want || running != titles {
+            return Err(format!("enabled {enabled:?} and running {running:?}, expected {want:?} and {titles:?}"));
+        }
+        let ps = ssh(s, &format!("ps {app}"), None).ok(&format!("ssh ps {app}"))?.stdout;
+        let web: Vec<&str> = ps.lines().filter(|l| l.trim_start().starts_with(kind)).collect();
+        let expected: Vec<String> = std::iter::once(format!("{kind}:{count}")).chain((1..=count).map(|n| format!("  {kind}.{n} running"))).collect();
+        if web != expected {
+            return Err(format!("ps says {web:?}, expected {expected:?}"));
         }
         Ok(())
+    })
+}
+
+/// Five pushes in a row under load while earlier releases still drain
+/// (a long drain): each goes live at once, no request fails, several old
+/// releases drain at the same time; then only the live release's workers
+/// are left, and `ps` says exactly that.
+pub fn back_to_back_pushes_while_draining(s: &Server) -> Result<(), String> {
+    let host = "zero-b2b.example.test";
+    let app = versioned_app(s, "zero-b2b", host, "v1", "PIKU_DRAIN_SECONDS=8\n");
+    app.commit("v1")?;
+    app.deploy("main")?;
+    serves(s, host, "/", "version=v1")?;
+    settled(s, host)?;
+    let (result, load, samples) = under_load(s, host, 4, || -> Result<usize, String> {
+        let mut most_draining = 0;
+        for v in ["v2", "v3", "v4", "v5", "v6"] {
+            app.write("VERSION", v);
+            app.commit(v)?;
+            let out = app.deploy("main")?;
+            serves(s, host, "/", &format!("version={v}")).map_err(|e| format!("{e}\nafter the push:\n{}", indent(&out.all())))?;
+            let ps = ssh(s, "ps zero-b2b", None).ok("ssh ps zero-b2b")?.stdout;
+            most_draining = most_draining.max(ps.lines().filter(|l| l.ends_with(" draining")).count());
+        }
+        Ok(most_draining)
+    });
+    let most_draining = result?;
+    check_load("5 pushes in a row while earlier releases drain", &load, &samples)?;
+    if most_draining < 2 {
+        return Err(format!("at most {most_draining} older release(s) drained at once; the pushes waited for the drains"));
+    }
+    let log = ssh(s, "logs zero-b2b deploy --no-follow", None).ok("ssh logs zero-b2b deploy")?.stdout;
+    expect_text(&log, "Draining web.1.g", "the deploy log")?;
+    only_live_workers(s, "zero-b2b", 1)?;
+    serves(s, host, "/", "version=v6")
+}
+
+/// Scaling up then down goes through the swap: afterwards the enabled
+/// vassals and the running workers are exactly what `ps` reports (before,
+/// web.2 stayed enabled and running after `ps:scale web=1`).
+pub fn scale_down_leaves_what_ps_reports(s: &Server) -> Result<(), String> {
+    let host = "zero-scale.example.test";
+    let app = versioned_app(s, "zero-scale", host, "v1", "PIKU_DRAIN_SECONDS=1\n");
+    app.commit("v1")?;
+    app.deploy("main")?;
+    serves(s, host, "/", "version=v1")?;
+    let (result, load, samples) = under_load(s, host, 4, || -> Result<(), String> {
+        ssh(s, "ps:scale zero-scale web=2", None).ok("ssh ps:scale zero-scale web=2")?;
+        only_live_workers(s, "zero-scale", 2)?;
+        ssh(s, "ps:scale zero-scale web=1", None).ok("ssh ps:scale zero-scale web=1")?;
+        only_live_workers(s, "zero-scale", 1)?;
+        ssh(s, "restart zero-scale", None).ok("ssh restart zero-scale")?;
+        only_live_workers(s, "zero-scale", 1)
     });
     result?;
-    check_load("2 redeploys of a wsgi app", &load, &samples)?;
-    let last = std::fs::read_link(&link).map_err(|e| e.to_string())?;
-    if first != last {
-        return Err(format!("after two swaps the socket link points at {}, expected {} again", last.display(), first.display()));
-    }
-    Ok(())
+    check_load("ps:scale up, down, and restart", &load, &samples)?;
+    serves(s, host, "/", "version=v1")
 }

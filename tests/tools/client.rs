@@ -217,6 +217,14 @@ fn apps_setup_and_help_are_sent_without_the_app() {
     let client_part = r.stdout.find("download <path>").expect("the client's commands");
     let server_part = r.stdout.find("config:set <app>").expect("the server's help");
     assert!(client_part < server_part, "{}", r.stdout);
+    // help <command>: the server's full help of that command, alone.
+    let r = laptop.piku(app.dir.path(), &["help", "config:set"]).ok();
+    assert_eq!(laptop.last_ssh_call(), ["piku@server", "'help' 'config:set'"]);
+    assert!(r.stdout.starts_with("Usage: piku config:set") && r.stdout.contains("Examples:"), "{}", r.stdout);
+    // <command> --help goes with the app, and is help all the same.
+    let r = laptop.piku(app.dir.path(), &["ps:scale", "--help"]).ok();
+    assert_eq!(laptop.last_ssh_call(), ["piku@server", "'ps:scale' 'site' '--help'"]);
+    assert!(r.stdout.starts_with("Usage: piku ps:scale"), "{}", r.stdout);
 }
 
 #[test]
@@ -386,4 +394,28 @@ fn install_sh_client_installs_the_script_without_root_work() {
     assert_eq!(installed, std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/share/client/piku")).unwrap());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(target.join("piku")).unwrap().permissions().mode() & 0o777, 0o755);
+}
+
+#[test]
+fn the_client_sends_without_the_app_exactly_the_commands_the_table_says_take_none() {
+    let s = Server::new();
+    let no_app: std::collections::BTreeSet<String> = crate::front_door::table(&s).into_iter().filter(|(_, takes)| takes == "none").map(|(n, _)| n).collect();
+    let script = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("share/client/piku")).unwrap();
+    let line = script.lines().skip_while(|l| !l.contains("piku help --json")).find(|l| l.trim_end().ends_with(')')).expect("the client's list");
+    let mut listed: std::collections::BTreeSet<String> = line.trim().trim_end_matches(')').split('|').map(|w| w.trim().to_string()).collect();
+    // These two have branches of their own in the client.
+    for own in ["help", "setup:ssh"] {
+        assert!(script.contains(&format!("\n    {own})\n")), "no branch for {own}");
+        listed.insert(own.to_string());
+    }
+    assert_eq!(listed, no_app, "share/client/piku and the front door's table disagree");
+}
+
+#[test]
+fn certs_is_sent_without_the_app() {
+    let (_s, app, laptop) = deployed();
+    let r = laptop.piku(app.dir.path(), &["certs", "--json"]).ok();
+    // The deployed app's self-signed certificate, made by piku-nginx.
+    assert!(r.stdout.starts_with("[{\"app\":\"site\",\"names\":[\"static.example.test\"],\"issuer\":\"O = piku self-signed, CN = static.example.test\",\"acme\":\"\",\"self_signed\":true,"), "{}", r.stdout);
+    assert_eq!(laptop.last_ssh_call(), ["piku@server", "'certs' '--json'"]);
 }

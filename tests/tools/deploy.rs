@@ -28,7 +28,6 @@ fn a_new_commit_redeploys_and_the_same_commit_is_a_no_op() {
     s.push(&app, "site", "main").ok();
     let first = s.live_id("site").unwrap();
     app.commit(&[("public/index.html", "version two\n")], "second");
-    std::thread::sleep(std::time::Duration::from_millis(1100)); // release ids have 1 s resolution
     s.push(&app, "site", "main").ok();
     let second = s.live_id("site").unwrap();
     assert_ne!(first, second);
@@ -110,9 +109,18 @@ fn a_push_to_another_branch_is_not_checked() {
     let s = Server::new();
     let app = GitApp::new(STATIC_APP);
     s.push(&app, "site", "main").ok();
+    let live = s.live_id("site").unwrap();
+    let releases = std::fs::read_dir(s.root().join("releases/site")).unwrap().count();
     app.git(&["checkout", "-q", "-b", "wip"]);
-    app.commit(&[("Procfile", "broken\n")], "wip");
-    s.push(&app, "site", "wip").ok();
+    app.commit(&[("Procfile", "broken\n"), ("public/index.html", "wip\n")], "wip");
+    let r = s.push(&app, "site", "wip").ok();
+    // Accepted (not checked, not deployed): the live release and its files are as they were.
+    assert!(!r.stderr.contains("Deploying"), "{}", r.stderr);
+    assert_eq!(s.live_id("site").unwrap(), live);
+    assert_eq!(s.read("apps/site/public/index.html"), "version one\n");
+    assert_eq!(s.read("apps/site/Procfile"), "static: public\n");
+    assert_eq!(std::fs::read_dir(s.root().join("releases/site")).unwrap().count(), releases, "no new release");
+    assert_eq!(s.read("repos/site/refs/heads/wip").trim().len(), 40, "the branch was pushed");
 }
 
 #[test]
@@ -166,27 +174,32 @@ fn workers_become_vassals_with_the_live_environment() {
         ("ENV", "NGINX_SERVER_NAME=gen.example.test\nTRICKY=100% $(HOME) @(exec://id)\n"),
     ]);
     s.push(&app, "gen", "main").ok();
-    let web = s.read("uwsgi-enabled/gen_web.1.blue.ini");
+    let web = s.read("uwsgi-enabled/gen_web.1.g1.ini");
     assert!(web.contains("attach-daemon = python3 -m http.server $PORT\n"), "{web}");
     assert!(web.contains("env = TRICKY=100%% %(piku_dollar)(HOME) %(piku_at)(exec://id)\n"), "{web}");
     assert!(web.contains("env = PROC_TYPE=web\n") && web.contains("env = APP=gen\n"), "{web}");
-    assert_eq!(s.read("uwsgi-available/gen_web.1.blue.ini"), web);
+    assert_eq!(s.read("uwsgi-available/gen_web.1.g1.ini"), web);
     assert!(s.read("uwsgi-enabled/gen_worker.1.ini").contains("attach-daemon = sleep 100\n"));
     assert_eq!(s.read("envs/gen/SCALING"), "web:1\nworker:1\n");
-    let live = s.read("envs/gen/LIVE_ENV");
-    let port = live.lines().find_map(|l| l.strip_prefix("PORT=")).expect("PORT in LIVE_ENV").to_string();
-    assert!(s.read("nginx/gen.conf").contains(&format!("server 127.0.0.1:{port};")));
+    // The port is the generation's, not the app's: LIVE_ENV has none.
+    assert!(!s.read("envs/gen/LIVE_ENV").contains("PORT="));
+    let port = gen_port(&s, "gen", 1);
+    assert!(web.contains(&format!("env = PORT={port}\n")), "{web}");
+    let conf = s.read("nginx/gen.conf");
+    assert!(conf.contains(&format!("server unix:{}/nginx/gen_web.1.sock;", s.root().display())), "{conf}");
 
-    // A redeploy starts on the other colour's port, beside the live one,
-    // then stops the old; a removed kind's vassal goes away.
+    // A redeploy starts a new generation on a port of its own, beside the
+    // live one, then stops the old; a removed kind's vassal goes away; nginx's
+    // configuration stays the same (its socket now leads to the new workers).
     app.commit(&[("Procfile", "web: python3 -m http.server $PORT\n")], "no worker");
     s.push(&app, "gen", "main").ok();
-    let green = s.read("uwsgi-enabled/gen_web.1.green.ini");
-    let new_port = s.read("envs/gen/LIVE_ENV").lines().find_map(|l| l.strip_prefix("PORT=")).unwrap().to_string();
+    let next = s.read("uwsgi-enabled/gen_web.1.g2.ini");
+    let new_port = gen_port(&s, "gen", 2);
     assert_ne!(new_port, port);
-    assert!(green.contains(&format!("env = PORT={new_port}\n")), "{green}");
-    assert!(s.read("nginx/gen.conf").contains(&format!("server 127.0.0.1:{new_port};")));
-    assert!(!s.root().join("uwsgi-enabled/gen_web.1.blue.ini").exists());
+    assert!(next.contains(&format!("env = PORT={new_port}\n")), "{next}");
+    assert_eq!(s.read("nginx/gen.conf"), conf);
+    assert_eq!(std::fs::read_link(s.root().join("nginx/gen_web.1.sock")).unwrap(), std::path::Path::new("gen_web.1.g2.sock"));
+    assert!(!s.root().join("uwsgi-enabled/gen_web.1.g1.ini").exists());
     assert!(!s.root().join("uwsgi-enabled/gen_worker.1.ini").exists());
     assert!(!s.root().join("uwsgi-available/gen_worker.1.ini").exists());
     assert_eq!(s.read("envs/gen/SCALING"), "web:1\n");
@@ -198,7 +211,7 @@ fn each_tool_runs_by_hand_idempotently() {
     let app = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n"), ("ENV", "NGINX_SERVER_NAME=h.example.test\n")]);
     s.push(&app, "hand", "main").ok();
     let id = s.live_id("hand").unwrap();
-    let snapshot = || (s.read("nginx/hand.conf"), s.read("uwsgi-enabled/hand_web.1.blue.ini"), s.read("envs/hand/LIVE_ENV"));
+    let snapshot = || (s.read("nginx/hand.conf"), s.read("uwsgi-enabled/hand_web.1.g1.ini"), s.read("envs/hand/LIVE_ENV"), s.read("workers/hand/live"));
     let before = snapshot();
     for _ in 0..2 {
         s.tool("piku-receive", &["checkout", "hand"]).ok();
@@ -231,21 +244,56 @@ fn piku_deploy_rebuilds_the_live_release() {
     assert!(r.stderr.contains(&format!("Deployed 'site' release {id}")), "{}", r.stderr);
 }
 
+/// A shell loop for a release task: wait (at most 60 s) until `path` exists.
+fn wait_for_file(path: &std::path::Path) -> String {
+    format!("i=0; while [ ! -e {p} ]; do sleep 0.1; i=$((i+1)); [ $i -lt 600 ] || exit 1; done", p = path.display())
+}
+
+/// Wait (at most 60 s) until `cond` holds, polling.
+#[track_caller]
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "still not true after 60 s: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Whether some process waits in flock(2) for `lock` (a `->` line of /proc/locks).
+fn someone_waits_for(lock: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(lock) else { return false };
+    let locks = std::fs::read_to_string("/proc/locks").unwrap();
+    let inode = format!(":{} ", meta.ino());
+    locks.lines().any(|l| l.contains(" -> ") && l.contains(&inode))
+}
+
 #[test]
 fn concurrent_pushes_to_one_app_are_serialized_and_the_last_one_wins() {
     let s = Server::new();
-    let slow = [("Procfile", "static: public\nrelease: sleep 2\n"), ("ENV", "A=1\n"), ("public/index.html", "base\n")];
+    // The release task says it has started, then waits for the test to let it go on.
+    let gate = tempfile::tempdir().unwrap();
+    let (started, go_on) = (gate.path().join("started"), gate.path().join("go-on"));
+    let release = format!("release: touch {}; {}\n", started.display(), wait_for_file(&go_on));
+    let slow = [("Procfile", format!("static: public\n{release}")), ("ENV", "A=1\n".into()), ("public/index.html", "base\n".into())];
+    let slow: Vec<(&str, &str)> = slow.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let one = GitApp::new(&slow);
+    std::fs::write(&go_on, "").unwrap();
     s.push(&one, "busy", "main").ok();
-    // A second clone pushes on top of the first, at the same time.
+    std::fs::remove_file(&go_on).unwrap();
+    std::fs::remove_file(&started).unwrap();
+    // A second clone pushes on top of the first, while the first deploys.
     one.commit(&[("public/index.html", "from one\n")], "one");
     let two = GitApp::clone_of(&one);
     two.commit(&[("public/index.html", "from two\n")], "two");
     std::thread::scope(|scope| {
         let first = scope.spawn(|| s.push(&one, "busy", "main"));
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        let second = s.push(&two, "busy", "main").ok();
+        wait_until("the first push runs its release task", || started.exists());
+        let second = scope.spawn(|| s.push(&two, "busy", "main"));
+        wait_until("the second push waits for the app's lock", || someone_waits_for(&s.root().join("locks/busy")));
+        std::fs::write(&go_on, "").unwrap();
         let first = first.join().unwrap().ok();
+        let second = second.join().unwrap().ok();
         assert!(first.stderr.contains("Deployed 'busy'"), "{}", first.stderr);
         assert!(second.stderr.contains("Waiting for another deploy of 'busy' to finish"), "{}", second.stderr);
         assert!(second.stderr.contains("Deployed 'busy'"), "{}", second.stderr);
@@ -256,29 +304,38 @@ fn concurrent_pushes_to_one_app_are_serialized_and_the_last_one_wins() {
 #[test]
 fn pushes_to_different_apps_run_in_parallel() {
     let s = Server::new();
-    let slow = [("Procfile", "static: public\nrelease: sleep 3\n"), ("public/index.html", "x\n")];
-    let a = GitApp::new(&slow);
-    let b = GitApp::new(&slow);
-    let started = std::time::Instant::now();
+    // Each app's release task waits until both have started: serialized
+    // deploys would never get there (the task gives up after 60 s and fails).
+    let gate = tempfile::tempdir().unwrap();
+    let (a_started, b_started) = (gate.path().join("par-a"), gate.path().join("par-b"));
+    let procfile = |mine: &std::path::Path, other: &std::path::Path| {
+        format!("static: public\nrelease: touch {}; {}\n", mine.display(), wait_for_file(other))
+    };
+    let (pa, pb) = (procfile(&a_started, &b_started), procfile(&b_started, &a_started));
+    let a = GitApp::new(&[("Procfile", &pa), ("public/index.html", "x\n")]);
+    let b = GitApp::new(&[("Procfile", &pb), ("public/index.html", "x\n")]);
     std::thread::scope(|scope| {
         let ta = scope.spawn(|| s.push(&a, "par-a", "main"));
         let tb = scope.spawn(|| s.push(&b, "par-b", "main"));
         let (ra, rb) = (ta.join().unwrap().ok(), tb.join().unwrap().ok());
         assert!(!ra.stderr.contains("Waiting") && !rb.stderr.contains("Waiting"));
+        assert!(ra.stderr.contains("Deployed 'par-a'") && rb.stderr.contains("Deployed 'par-b'"), "{}\n{}", ra.stderr, rb.stderr);
     });
-    // Serialized they would take 6 s; this is a bound, not a benchmark.
-    assert!(started.elapsed() < std::time::Duration::from_secs(6), "{:?}", started.elapsed());
 }
 
 const WEB_APP: &[(&str, &str)] = &[("Procfile", "web: python3 -m http.server $PORT\n"), ("ENV", "NGINX_SERVER_NAME=web.example.test\n")];
 
-fn live_port(s: &Server, app: &str) -> String {
-    s.read(&format!("envs/{app}/LIVE_ENV")).lines().find_map(|l| l.strip_prefix("PORT=")).expect("PORT in LIVE_ENV").to_string()
+/// The port of a generation's web.1 (lib swap.rs).
+fn gen_port(s: &Server, app: &str, g: u32) -> String {
+    s.read(&format!("workers/{app}/g{g}")).lines().find_map(|l| l.strip_prefix("web.1:")).expect("web.1 in the generation").to_string()
 }
 
-/// Release ids have 1 s resolution.
-fn next_second() {
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+fn live_gen(s: &Server, app: &str) -> u32 {
+    s.read(&format!("workers/{app}/live")).trim().parse().unwrap()
+}
+
+fn live_port(s: &Server, app: &str) -> String {
+    s.read(&format!("envs/{app}/LIVE_ENV")).lines().find_map(|l| l.strip_prefix("PORT=")).expect("PORT in LIVE_ENV").to_string()
 }
 
 #[test]
@@ -287,14 +344,12 @@ fn releases_list_each_deploy_and_rollback_makes_an_earlier_one_live_without_a_bu
     let app = GitApp::new(WEB_APP);
     s.push(&app, "web", "main").ok();
     let first = s.live_id("web").unwrap();
-    let blue = live_port(&s, "web");
-    next_second();
+    let blue = gen_port(&s, "web", live_gen(&s, "web"));
     app.commit(&[("index.html", "two\n")], "second: with an index");
     s.push(&app, "web", "main").ok();
     let second = s.live_id("web").unwrap();
-    let green = live_port(&s, "web");
-    assert_ne!(blue, green, "each deploy runs on the colour that was not live");
-    next_second();
+    let green = gen_port(&s, "web", live_gen(&s, "web"));
+    assert_ne!(blue, green, "each deploy's workers have ports of their own");
     app.commit(&[("Procfile", "web: python3 -m http.server $PORT\nrelease: exit 4\n")], "third: broken");
     s.push(&app, "web", "main").ok();
 
@@ -309,15 +364,17 @@ fn releases_list_each_deploy_and_rollback_makes_an_earlier_one_live_without_a_bu
     let json = s.ssh("releases web --json").ok().stdout;
     assert!(json.starts_with('[') && json.contains(&format!("{{\"id\":\"{second}\",")) && json.contains("\"status\":\"live\",\"message\":\"second: with an index\""), "{json}");
 
-    // rollback: the previous release, through the chain, without a build, on the other colour.
+    // rollback: the previous release, through the chain, without a build, as a new generation.
     let r = s.ssh("rollback web").ok();
     assert!(r.stderr.contains(&format!("Rolling 'web' back to release {first}")), "{}", r.stderr);
     assert!(!r.stderr.contains("detected"), "no build on rollback:\n{}", r.stderr);
     assert_eq!(s.live_id("web").unwrap(), first);
-    assert_eq!(live_port(&s, "web"), blue);
-    assert!(s.read("uwsgi-enabled/web_web.1.blue.ini").contains(&format!("chdir = {}/releases/web/{first}\n", s.root().display())));
-    assert!(!s.root().join("uwsgi-enabled/web_web.1.green.ini").exists());
-    assert!(s.read("nginx/web.conf").contains(&format!("server 127.0.0.1:{blue};")));
+    let g = live_gen(&s, "web");
+    assert_eq!(g, 3, "the failed third push started no workers");
+    let port = gen_port(&s, "web", g);
+    assert!(port != blue && port != green, "a generation's port is never another's");
+    assert!(s.read(&format!("uwsgi-enabled/web_web.1.g{g}.ini")).contains(&format!("chdir = {}/releases/web/{first}\n", s.root().display())));
+    assert!(!s.root().join("uwsgi-enabled/web_web.1.g2.ini").exists());
     // And forward again by id; the live one and unknown ids are refused.
     s.ssh(&format!("rollback web {second}")).ok();
     assert_eq!(s.live_id("web").unwrap(), second);
@@ -333,7 +390,6 @@ fn rollback_uses_the_config_the_release_was_deployed_with() {
     s.push(&app, "web", "main").ok();
     let first = s.live_id("web").unwrap();
     s.ssh("config:set web --no-restart GREETING=new").ok();
-    next_second();
     app.commit(&[("index.html", "two\n")], "second");
     s.push(&app, "web", "main").ok();
     assert!(s.read("envs/web/LIVE_ENV").contains("GREETING=new\n"));
@@ -349,20 +405,20 @@ fn a_release_that_never_answers_is_stopped_and_the_live_one_keeps_serving() {
     let app = GitApp::new(WEB_APP);
     s.push(&app, "web", "main").ok();
     let live = s.live_id("web").unwrap();
-    let before = (s.read("envs/web/LIVE_ENV"), s.read("nginx/web.conf"), s.read("uwsgi-enabled/web_web.1.blue.ini"));
+    let before = (s.read("envs/web/LIVE_ENV"), s.read("nginx/web.conf"), s.read("uwsgi-enabled/web_web.1.g1.ini"));
     // Health checks on: no emperor runs here, so the new worker never answers.
     s.write_settings("NGINX_BIN=true\nNGINX_RELOAD=true\nPIKU_HEALTHCHECK_TIMEOUT=1\nPIKU_DRAIN_SECONDS=0\n");
-    std::fs::write(s.root().join("logs/web/web.1.green.log"), "an old line\n").unwrap();
-    next_second();
     app.commit(&[("index.html", "two\n")], "second");
     let r = s.push(&app, "web", "main");
     assert_eq!(r.code, 0, "post-receive cannot reject a push");
-    for needle in ["web:web.1.green failed its health check within 1 s", "no connection to 127.0.0.1:", "it logged nothing", "rolled back", "The release that was live is still serving"] {
+    for needle in ["web:web.1.g2 failed its health check within 1 s", "no connection to 127.0.0.1:", "it logged nothing", "rolled back", "The release that was live is still serving"] {
         assert!(r.stderr.contains(needle), "no {needle:?} in:\n{}", r.stderr);
     }
     assert_eq!(s.live_id("web").unwrap(), live);
-    assert_eq!((s.read("envs/web/LIVE_ENV"), s.read("nginx/web.conf"), s.read("uwsgi-enabled/web_web.1.blue.ini")), before);
-    assert!(!s.root().join("uwsgi-enabled/web_web.1.green.ini").exists() && !s.root().join("uwsgi-available/web_web.1.green.ini").exists());
+    assert_eq!((s.read("envs/web/LIVE_ENV"), s.read("nginx/web.conf"), s.read("uwsgi-enabled/web_web.1.g1.ini")), before);
+    assert!(!s.root().join("uwsgi-enabled/web_web.1.g2.ini").exists() && !s.root().join("uwsgi-available/web_web.1.g2.ini").exists());
+    assert!(!s.root().join("workers/web/g2").exists(), "the failed generation is forgotten");
+    assert_eq!(live_gen(&s, "web"), 1);
     // The same through ssh: a failing restart exits 1.
     s.ssh("restart web").fails(1, "did not become healthy");
     assert_eq!(s.read("envs/web/LIVE_ENV"), before.0);
@@ -375,22 +431,23 @@ fn a_pinned_port_or_no_nginx_restarts_in_place_on_a_stable_port() {
     let app = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n"), ("ENV", "NGINX_SERVER_NAME=p.example.test\nPORT=8123\n")]);
     let r = s.push(&app, "pinned", "main").ok();
     assert!(r.stderr.contains("PORT is set to 8123 for 'pinned'") && r.stderr.contains("restart in place"), "{}", r.stderr);
-    next_second();
     app.commit(&[("index.html", "two\n")], "second");
     s.push(&app, "pinned", "main").ok();
     assert!(s.read("uwsgi-enabled/pinned_web.1.ini").contains("env = PORT=8123\n"));
     assert_eq!(live_port(&s, "pinned"), "8123");
     // restart still restarts it (the emperor reloads a vassal whose file is touched).
-    let mtime = || std::fs::metadata(s.root().join("uwsgi-enabled/pinned_web.1.ini")).unwrap().modified().unwrap();
+    let vassal = s.root().join("uwsgi-enabled/pinned_web.1.ini");
+    let mtime = || std::fs::metadata(&vassal).unwrap().modified().unwrap();
+    // An hour back, so a touch shows whatever the file system's time resolution.
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&vassal).unwrap().set_modified(past).unwrap();
     let before = mtime();
-    std::thread::sleep(std::time::Duration::from_millis(20));
     s.ssh("restart pinned").ok();
     assert!(mtime() > before, "restart did not touch the vassal");
 
     let direct = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\n")]);
     s.push(&direct, "direct", "main").ok();
     let port = live_port(&s, "direct");
-    next_second();
     direct.commit(&[("index.html", "two\n")], "second");
     s.push(&direct, "direct", "main").ok();
     assert_eq!(live_port(&s, "direct"), port, "its users reach PORT directly: it stays");
@@ -404,16 +461,21 @@ fn a_wsgi_app_switches_by_its_socket_link() {
     let app = GitApp::new(&[("Procfile", "wsgi: app:application\nworker: ./work\n"), ("ENV", "NGINX_SERVER_NAME=w.example.test\n")]);
     s.push(&app, "w", "main").ok();
     let link = s.root().join("nginx/w.sock");
-    assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("w.blue.sock"));
-    assert!(s.read("uwsgi-enabled/w_wsgi.1.blue.ini").contains(&format!("socket = {}/nginx/w.blue.sock\n", s.root().display())));
+    assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("w_wsgi.1.g1.sock"));
+    assert!(s.read("uwsgi-enabled/w_wsgi.1.g1.ini").contains(&format!("socket = {}/nginx/w_wsgi.1.g1.sock\n", s.root().display())));
     assert!(s.read("nginx/w.conf").contains(&format!("unix:{}", link.display())));
-    next_second();
     app.commit(&[("app.py", "")], "second");
     s.push(&app, "w", "main").ok();
-    assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("w.green.sock"));
-    assert!(s.root().join("uwsgi-enabled/w_wsgi.1.green.ini").exists() && !s.root().join("uwsgi-enabled/w_wsgi.1.blue.ini").exists());
+    assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("w_wsgi.1.g2.sock"));
+    assert!(s.root().join("uwsgi-enabled/w_wsgi.1.g2.ini").exists() && !s.root().join("uwsgi-enabled/w_wsgi.1.g1.ini").exists());
     // The background worker is one vassal, replaced in place (never two copies).
     assert!(s.read("uwsgi-enabled/w_worker.1.ini").contains(&format!("chdir = {}/releases/w/{}\n", s.root().display(), s.live_id("w").unwrap())));
+    // wsgi=2: nginx balances both, the second through a stable socket of its own.
+    s.ssh("ps:scale w wsgi=2").ok();
+    let second = s.root().join("nginx/w_wsgi.2.sock");
+    assert_eq!(std::fs::read_link(&second).unwrap(), std::path::Path::new("w_wsgi.2.g3.sock"));
+    assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("w_wsgi.1.g3.sock"));
+    assert!(s.read("nginx/w.conf").contains(&format!("server unix:{};", second.display())), "{}", s.read("nginx/w.conf"));
     s.ssh("destroy w").ok();
     assert!(!link.exists() && !link.is_symlink());
 }
@@ -424,7 +486,6 @@ fn only_the_newest_releases_are_kept() {
     let app = GitApp::new(&[("Procfile", "static: public\n"), ("ENV", "NGINX_SERVER_NAME=k.example.test\nPIKU_KEEP_RELEASES=1\n")]);
     s.push(&app, "k", "main").ok();
     for i in 0..3 {
-        next_second();
         app.commit(&[("public/index.html", &format!("{i}\n"))], &format!("v{i}"));
         s.push(&app, "k", "main").ok();
     }
@@ -441,21 +502,32 @@ fn the_previous_web_workers_drain_in_the_background_then_stop() {
     s.write_settings("NGINX_BIN=true\nNGINX_RELOAD=true\nPIKU_HEALTHCHECK=off\nPIKU_DRAIN_SECONDS=5\n");
     let app = GitApp::new(&[("Procfile", "web: python3 -m http.server $PORT\nworker: sleep 100\n"), ("ENV", "NGINX_SERVER_NAME=d.example.test\n")]);
     s.push(&app, "d", "main").ok();
-    next_second();
     app.commit(&[("index.html", "two\n")], "second");
-    let started = std::time::Instant::now();
     let r = s.push(&app, "d", "main").ok();
     assert!(r.stderr.contains("The previous web workers of 'd' finish their requests, then stop (drain: 5 s)"), "{}", r.stderr);
-    // The push did not wait for the drain: both colours still run after it;
-    // nginx already has green.
+    // The push did not wait for the drain: both generations still run after
+    // it; nginx's socket already leads to the new one; ps says which drains.
     let enabled = s.root().join("uwsgi-enabled");
-    assert!(enabled.join("d_web.1.blue.ini").exists() && enabled.join("d_web.1.green.ini").exists());
-    assert!(s.read("nginx/d.conf").contains(&format!("server 127.0.0.1:{};", live_port(&s, "d"))));
+    assert!(enabled.join("d_web.1.g1.ini").exists() && enabled.join("d_web.1.g2.ini").exists());
+    assert_eq!(std::fs::read_link(s.root().join("nginx/d_web.1.sock")).unwrap(), std::path::Path::new("d_web.1.g2.sock"));
+    assert!(s.ssh("ps d").ok().stdout.contains("  web.1.g1 draining\n"));
+    // A third push does not wait for the drain either: it starts at once,
+    // and the two older generations drain on their own.
+    app.commit(&[("index.html", "three\n")], "third");
+    s.push(&app, "d", "main").ok();
+    assert!(enabled.join("d_web.1.g3.ini").exists() && enabled.join("d_web.1.g1.ini").exists());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while enabled.join("d_web.1.blue.ini").exists() && std::time::Instant::now() < deadline {
+    while (enabled.join("d_web.1.g1.ini").exists() || enabled.join("d_web.1.g2.ini").exists()) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(!enabled.join("d_web.1.blue.ini").exists(), "blue still enabled after the drain");
-    assert!(started.elapsed() >= std::time::Duration::from_secs(5), "stopped before the drain was over");
-    assert!(enabled.join("d_web.1.green.ini").exists() && enabled.join("d_worker.1.ini").exists());
+    assert!(!enabled.join("d_web.1.g1.ini").exists() && !enabled.join("d_web.1.g2.ini").exists(), "older generations still enabled after the drain");
+    assert!(enabled.join("d_web.1.g3.ini").exists() && enabled.join("d_worker.1.ini").exists());
+    // The drain is in the app's deploy log; its records are gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.root().join("workers/d/g2").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = s.ssh("logs d deploy --no-follow").ok().stdout;
+    assert!(log.contains("Draining web.1.g1 of 'd' for 5 s") && log.lines().any(|l| l.contains("Stopped") && l.contains("web.1.g2")), "{log}");
+    assert!(!s.root().join("workers/d/g1").exists() && !s.root().join("workers/d/g2").exists());
 }

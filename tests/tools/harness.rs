@@ -212,3 +212,21 @@ pub const STATIC_APP: &[(&str, &str)] = &[
     ("ENV", "NGINX_SERVER_NAME=static.example.test\n"),
     ("public/index.html", "version one\n"),
 ];
+
+/// Whether this run rewrites tests/expected (`PIKU_BLESS=1`, on purpose,
+/// after reading the diff). Any other value, `0` included, only compares.
+pub fn blessing() -> bool {
+    bless_requested(std::env::var("PIKU_BLESS").ok().as_deref())
+}
+
+fn bless_requested(value: Option<&str>) -> bool {
+    value == Some("1")
+}
+
+#[test]
+fn only_piku_bless_1_blesses() {
+    assert!(bless_requested(Some("1")));
+    for value in [None, Some("0"), Some(""), Some("no"), Some("true "), Some("01")] {
+        assert!(!bless_requested(value), "{value:?}");
+    }
+}

@@ -13,6 +13,8 @@ mod deploy;
 mod front_door;
 mod hardening;
 mod nginx;
+mod ownership;
+mod repair;
 mod security;
 mod tool_cli;
 mod workers;
