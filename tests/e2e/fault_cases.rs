@@ -388,7 +388,7 @@ pub fn injection_corpus(s: &Server) -> Result<(), String> {
             // Any of the front door's words for "not a command of mine".
             t.tried += 1;
             let said = out.stderr.to_lowercase();
-            if out.code == 0 || !["unknown command", "wrong arguments", "refused", "not allowed"].iter().any(|w| said.contains(w)) {
+            if out.code == 0 || !["unknown command", "wrong arguments", "refused", "not allowed", "usage: piku"].iter().any(|w| said.contains(w)) {
                 t.fail(format!("ssh {cmd:?}: expected a refusal naming the problem, got exit {}\n{}", out.code, indent(&out.all())));
             } else if out.stdout.contains("uid=") {
                 t.fail(format!("ssh {cmd:?} ran something:\n{}", indent(&out.stdout)));
