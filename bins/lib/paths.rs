@@ -18,6 +18,20 @@ pub const ROOT_DIRS: &[&str] = &[
     "uwsgi-available", "uwsgi-enabled", "acme", "plugins", "tmp", "locks",
 ];
 
+/// The top-level directories only the piku user may enter (0700): what they
+/// hold carries an app's environment (ENV, LIVE_ENV, vassals' `env =` lines,
+/// what workers log) or is piku's own state. nginx's workers (www-data, the
+/// piku user's group) read only releases/ (static files), nginx/ (sockets)
+/// and acme/.
+pub const PRIVATE_DIRS: &[&str] = &["envs", "logs", "uwsgi", "uwsgi-available", "uwsgi-enabled", "tmp", "locks"];
+
+/// Create `dir` (and missing parents) and make it 0700, also when it was there.
+pub fn create_private_dir(dir: &Path) -> crate::error::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    crate::atomic::create_dir_all(dir)?;
+    Ok(fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?)
+}
+
 impl Root {
     /// `$PIKU_ROOT`, else `$HOME/.piku`.
     pub fn from_env() -> Root {

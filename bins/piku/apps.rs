@@ -279,8 +279,13 @@ impl Command for Setup {
                 fs_err::create_dir_all(&dir)?;
                 output::step(format!("Created {}", dir.display()));
             }
+            // Also on a server set up before: what these hold is private.
+            if paths::PRIVATE_DIRS.contains(d) {
+                paths::create_private_dir(&dir)?;
+            }
         }
-        run_tool("piku-uwsgi", &["setup"])
+        run_tool("piku-uwsgi", &["setup"])?;
+        crate::keys::upgrade_keys()
     }
 }
 

@@ -105,7 +105,8 @@ impl Command for Releases {
             output::step(format!("'{app}' has no releases yet"));
         }
         for r in rows {
-            output::data(format!("{}  {}  {}  {:<9}  {}", r.id, r.commit, r.date, r.status, r.message));
+            // A commit message is the pusher's text: never raw control characters to a terminal.
+            output::data(format!("{}  {}  {}  {:<9}  {}", r.id, r.commit, r.date, r.status, output::printable(&r.message)));
         }
         Ok(())
     }

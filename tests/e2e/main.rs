@@ -21,6 +21,7 @@ mod more_cases;
 mod nginx_cases;
 mod fault_cases;
 mod front_door_cases;
+mod secret_cases;
 mod worker_cases;
 mod client;
 mod crash_cases;

@@ -16,5 +16,6 @@ mod hardening;
 mod nginx;
 mod ownership;
 mod repair;
+mod security;
 mod tool_cli;
 mod workers;
