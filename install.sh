@@ -10,13 +10,16 @@ set -eu
 
 usage() {
     cat <<'EOF'
-Usage: sudo ./install.sh [--key FILE]... [--demo]
+Usage: sudo ./install.sh [--key FILE]... [--with postgres,redis] [--demo]
        sudo ./install.sh --uninstall [--purge]
        ./install.sh --client
 
 Set up this machine as a piku server (Debian 12 or newer, Ubuntu, Raspbian).
 
   --key FILE   allow this ssh public key to push apps (repeatable)
+  --with LIST  also install the add-on servers apps can get databases from
+               (addons:create): postgres (Debian's postgresql, and the sudo
+               rule for piku-pgadmin), redis (Debian's redis-server)
   --demo       then deploy share/examples/hello with git push over ssh,
                as a user would, and wait until it answers through nginx
   --uninstall  remove what install.sh installed (tools, hooks, systemd units,
@@ -40,6 +43,8 @@ die() { echo " !     $*" >&2; exit 1; }
 keys=()
 demo=false
 client=false
+with_postgres=false
+with_redis=false
 uninstall=false
 purge=false
 while [ $# -gt 0 ]; do
@@ -53,6 +58,20 @@ while [ $# -gt 0 ]; do
             fi
             [ -r "$file" ] || die "cannot read the public key file '$file'"
             keys+=("$(readlink -f "$file")") ;;
+        --with|--with=*)
+            if [ "$1" = --with ]; then
+                [ $# -ge 2 ] || { echo "install.sh: --with needs a list, e.g. --with postgres,redis" >&2; usage >&2; exit 2; }
+                list=$2; shift
+            else
+                list=${1#--with=}
+            fi
+            for w in ${list//,/ }; do
+                case $w in
+                    postgres|postgresql) with_postgres=true ;;
+                    redis) with_redis=true ;;
+                    *) echo "install.sh: --with: unknown add-on '$w' (postgres, redis)" >&2; exit 2 ;;
+                esac
+            done ;;
         --demo) demo=true ;;
         --client) client=true ;;
         --uninstall) uninstall=true ;;
@@ -83,10 +102,12 @@ PIKU_ROOT=$PIKU_HOME/.piku
 BIN_DIR=/usr/local/bin
 HOOKS_DIR=/usr/local/share/piku/hooks
 UV_DIR=/usr/local/lib/piku/uv
-TOOLS="piku piku-receive piku-build piku-config piku-uwsgi piku-nginx piku-nginx-install"
+TOOLS="piku piku-receive piku-build piku-config piku-uwsgi piku-nginx piku-nginx-install piku-addons piku-pgadmin"
 PACKAGES="git openssh-server openssh-client nginx uwsgi uwsgi-plugin-python3 python3
     python3-virtualenv virtualenv python3-venv python3-pip sudo curl ca-certificates
     util-linux build-essential pkg-config openssl lego"
+if $with_postgres; then PACKAGES="$PACKAGES postgresql"; fi
+if $with_redis; then PACKAGES="$PACKAGES redis-server"; fi
 export DEBIAN_FRONTEND=noninteractive
 
 # install_file MODE SRC DST: copy SRC to DST unless it is already the same.
@@ -130,8 +151,9 @@ fi
 if $uninstall; then
     step "Uninstalling piku in Rust"
     if [ -d /run/systemd/system ]; then
-        systemctl disable --now uwsgi-piku.service piku-nginx.path piku-certs.timer 2>/dev/null || true
-        for u in uwsgi-piku.service piku-nginx.path piku-nginx.service piku-certs.service piku-certs.timer; do
+        systemctl disable --now uwsgi-piku.service piku-nginx.path piku-certs.timer piku-addons-backup.timer 2>/dev/null || true
+        for u in uwsgi-piku.service piku-nginx.path piku-nginx.service piku-certs.service piku-certs.timer \
+                piku-addons-backup.service piku-addons-backup.timer; do
             [ -e "/etc/systemd/system/$u" ] && rm -f "/etc/systemd/system/$u" && note "removed /etc/systemd/system/$u"
         done
         systemctl daemon-reload
@@ -150,6 +172,9 @@ if $uninstall; then
         [ -d "$d" ] && rm -rf "$d" && note "removed $d"
     done
     if $purge && [ -d /etc/piku ]; then rm -rf /etc/piku && note "removed /etc/piku"; fi
+    for f in /etc/sudoers.d/piku-postgres /etc/cron.d/piku-addons; do
+        [ -e "$f" ] && rm -f "$f" && note "removed $f"
+    done
     if [ -e /etc/nginx/sites-available/piku ] || [ -L /etc/nginx/sites-enabled/piku ]; then
         rm -f /etc/nginx/sites-enabled/piku /etc/nginx/sites-available/piku
         note "removed nginx's piku site (the apps no longer answer)"
@@ -353,6 +378,31 @@ fi
 as_piku sudo -n -l "$BIN_DIR/piku-nginx-install" >/dev/null ||
     die "the piku user cannot run 'sudo -n $BIN_DIR/piku-nginx-install'; check that /etc/sudoers includes /etc/sudoers.d"
 
+if $with_postgres; then
+    step "Allowing piku to create apps' databases (/etc/sudoers.d/piku-postgres)"
+    if ! cmp -s share/sudoers.d-piku-postgres /etc/sudoers.d/piku-postgres; then
+        install -m 0440 -o root -g root share/sudoers.d-piku-postgres /etc/sudoers.d/piku-postgres.new
+        visudo -cqf /etc/sudoers.d/piku-postgres.new || { rm -f /etc/sudoers.d/piku-postgres.new; die "share/sudoers.d-piku-postgres does not pass visudo -c"; }
+        mv /etc/sudoers.d/piku-postgres.new /etc/sudoers.d/piku-postgres
+    fi
+    if [ -d /run/systemd/system ]; then
+        systemctl enable --now postgresql
+    else
+        # No systemd: start the clusters that are down (Debian's pg_ctlcluster).
+        pg_lsclusters --no-header 2>/dev/null | while read -r ver name _ status _; do
+            if [ "$status" != online ]; then
+                pg_ctlcluster "$ver" "$name" start || die "PostgreSQL $ver/$name did not start (see above)"
+                note "started PostgreSQL $ver/$name"
+            fi
+        done
+    fi
+    note "addons:create <app> postgres makes a role and a database piku_<app> (port 5432; ADDONS_PG_PORT in $PIKU_ROOT/settings for another)"
+fi
+if $with_redis; then
+    note "Redis: each app's own redis-server runs under the uWSGI emperor (addons:create <app> redis);"
+    note "Debian's system-wide redis-server service is not used by piku (systemctl disable --now redis-server frees its memory)"
+fi
+
 step "Installing nginx's default site (/etc/nginx/sites-available/piku)"
 site=/etc/nginx/sites-available/piku
 site_new=$(mktemp)
@@ -387,19 +437,25 @@ rm -f "$site.old"
 if [ -d /run/systemd/system ]; then
     step "Installing and starting the systemd units"
     units_changed=false
-    for u in uwsgi-piku.service piku-nginx.path piku-nginx.service piku-certs.service piku-certs.timer; do
+    for u in uwsgi-piku.service piku-nginx.path piku-nginx.service piku-certs.service piku-certs.timer \
+            piku-addons-backup.service piku-addons-backup.timer; do
         if install_file 644 "share/systemd/$u" "/etc/systemd/system/$u"; then units_changed=true; fi
     done
     if $units_changed; then systemctl daemon-reload; fi
     nginx_was_up=false; emperor_was_up=false
     if systemctl -q is-active nginx; then nginx_was_up=true; fi
     if systemctl -q is-active uwsgi-piku.service; then emperor_was_up=true; fi
-    systemctl enable --now ssh nginx uwsgi-piku.service piku-nginx.path piku-certs.timer
+    systemctl enable --now ssh nginx uwsgi-piku.service piku-nginx.path piku-certs.timer piku-addons-backup.timer
     if $nginx_changed && $nginx_was_up; then systemctl reload nginx; fi
     if { $units_changed || $ini_changed; } && $emperor_was_up; then systemctl restart uwsgi-piku.service; fi
 else
     step "No systemd here: starting sshd, nginx and the uWSGI emperor as background processes"
     note "nothing restarts them after a reboot or a crash; run install.sh again to start what is down"
+    if [ -d /etc/cron.d ]; then
+        install_file 644 share/cron.d-piku-addons /etc/cron.d/piku-addons || true
+    else
+        note "no /etc/cron.d: the nightly backup of the add-ons is not scheduled (piku-addons nightly, as piku)"
+    fi
     ssh-keygen -A >/dev/null
     if alive /run/sshd.pid sshd; then
         note "sshd is running"

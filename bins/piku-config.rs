@@ -4,7 +4,8 @@
 //! print their help.
 //!
 //! Layers, later wins: bootstrap (APP, LOG_ROOT, DATA_ROOT, HOME, USER, PATH,
-//! PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, envs/<app>/ENV; then PORT,
+//! PWD, VIRTUAL_ENV, NODE_PATH), the repo's ENV, the add-ons' addons/<app>/ENV
+//! (DATABASE_URL, REDIS_URL, ..., written by piku-addons), envs/<app>/ENV; then PORT,
 //! BIND_ADDRESS, NGINX_IPV4/6_ADDRESS.
 //!
 //! PORT: an app behind nginx gets no PORT here: each deploy's web workers
@@ -154,10 +155,13 @@ struct Get {
     subcommand,
     name = "set",
     help_triggers("-h", "--help"),
-    example = "{command_name} myapp WORKERS=4 DEBUG=0",
-    note = "All or nothing: one bad pair and nothing is changed. The file as it was is kept for restore."
+    example = "{command_name} myapp WORKERS=4 DEBUG=0\nprintf 'SECRET=%s' \"$secret\" | {command_name} --stdin myapp",
+    note = "All or nothing: one bad pair and nothing is changed. The file as it was is kept for restore. With --stdin the pairs come on stdin, a NUL byte between them: the front door passes values so, never in argv (which ps shows every user)."
 )]
 struct Set {
+    /// read the KEY=VALUE pairs from stdin, NUL between them, not from the command line
+    #[argh(switch)]
+    stdin: bool,
     /// the app
     #[argh(positional)]
     app: String,
@@ -205,11 +209,13 @@ fn main() -> ExitCode {
             Mode::Live(a) => show(&root, &release::existing_app(&root, &a.app)?, Which::Live, a.json),
             Mode::Get(a) => get(&root, &release::existing_app(&root, &a.app)?, &a.key),
             Mode::Set(a) => {
-                let pairs: Vec<&str> = a.pairs.iter().map(String::as_str).collect();
+                let app = release::existing_app(&root, &a.app)?;
+                let input = if a.stdin { pairs_from_stdin(&app, &a.pairs)? } else { String::new() };
+                let pairs: Vec<&str> = if a.stdin { input.split('\0').filter(|p| !p.is_empty()).collect() } else { a.pairs.iter().map(String::as_str).collect() };
                 if pairs.is_empty() {
                     return Err(Error::usage("set needs at least one KEY=VALUE; see piku-config set --help"));
                 }
-                set(&root, &release::existing_app(&root, &a.app)?, &pairs)
+                set(&root, &app, &pairs)
             }
             Mode::Unset(a) => {
                 let keys: Vec<&str> = a.keys.iter().map(String::as_str).collect();
@@ -226,6 +232,7 @@ fn main() -> ExitCode {
                 let rel = Release::live_or_err(&root, &app)?;
                 let env = envfile::read_literal(&rel.fact_file("env"))?
                     .ok_or_else(|| Error::new(format!("release {} of '{app}' has no resolved environment; run piku-config resolve {app} {} first", rel.id, rel.id)))?;
+                piku::paths::create_private_dir(&root.env_dir(&app))?;
                 write_env(&root.live_env_file(&app), &env)
             }
             Mode::Resolve(a) => {
@@ -280,9 +287,11 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
     }
 
     envfile::read_into(&mut env, &rel.dir.join("ENV"), true).map_err(|e| e.context(format!("the ENV file of '{app}'")))?;
+    envfile::read_into(&mut env, &root.addons_env_file(app), false).map_err(|e| e.context(format!("the add-ons of '{app}'")))?;
     envfile::read_into(&mut env, &root.user_env_file(app), true).map_err(|e| e.context(format!("the config of '{app}'")))?;
 
     let procfile = rel.procfile()?;
+    check_limits(root, app, &env, &procfile)?;
     if procfile.serves_web() {
         let web_facing = procfile.workers().any(|w| vassals::is_web_facing(&w.kind));
         let behind_nginx = env.get("NGINX_SERVER_NAME").is_some_and(|n| !n.trim().is_empty());
@@ -315,6 +324,26 @@ fn resolve(root: &Root, rel: &Release) -> Result<Env> {
             .ok_or_else(|| Error::new(format!("PORT of '{app}' is {port:?}, not a TCP port number (1-65535)")))?;
     }
     Ok(env)
+}
+
+/// `set --stdin`: the pairs as the front door sends them (bounded), never in argv.
+fn pairs_from_stdin(app: &AppName, extra: &[String]) -> Result<String> {
+    if !extra.is_empty() {
+        return Err(Error::usage(format!("set --stdin {app} takes its KEY=VALUE pairs from stdin only")));
+    }
+    let input = piku::limits::read_stdin("the KEY=VALUE pairs on stdin")?;
+    String::from_utf8(input).map_err(|_| Error::usage(format!("the values for '{app}' on stdin are not UTF-8; nothing was changed")))
+}
+
+/// The server's bounds on what an app's config may ask for (lib limits):
+/// PIKU_KEEP_RELEASES, UWSGI_PROCESSES and the worker processes the
+/// release would run with the counts of `ps:scale`.
+fn check_limits(root: &Root, app: &AppName, env: &Env, procfile: &piku::procfile::Procfile) -> Result<()> {
+    let context = |e: Error| e.context(format!("the config of '{app}'"));
+    piku::limits::keep_releases(env.get("PIKU_KEEP_RELEASES").map(String::as_str)).map_err(context)?;
+    let counts = piku::scaling::read_scaling(root, app)?;
+    let wanted: std::collections::BTreeMap<String, u32> = procfile.workers().map(|w| (w.kind.clone(), counts.get(&w.kind).copied().unwrap_or(1))).collect();
+    piku::limits::check_workers(root, app.as_str(), env, &wanted).map_err(context)
 }
 
 /// restart and rollback: the release's own resolved environment. A release
@@ -403,6 +432,7 @@ fn set(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
 
 /// Write envs/<app>/ENV, keeping the previous one for `restore`.
 fn save_user_env(root: &Root, app: &AppName, env: &Env) -> Result<()> {
+    piku::paths::create_private_dir(&root.env_dir(app))?;
     let path = root.user_env_file(app);
     let before = fs::read(&path).unwrap_or_default();
     atomic::write_file(&backup_file(root, app), &before, 0o600)?;

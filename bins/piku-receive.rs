@@ -8,7 +8,7 @@ use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
 use piku::release::{self, Release};
 use piku::{AppName, Root, atomic, output, paths};
-use std::io::{BufRead, IsTerminal};
+use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -169,12 +169,18 @@ fn serve(root: &Root, verb: GitVerb, app: &AppName) -> Result<()> {
     } else if !repo.join("HEAD").is_file() {
         return Err(Error::new(format!("app '{app}' not found; push to it first")));
     }
-    // exec, so git owns stdin/stdout.
+    // exec, so git owns stdin/stdout. A pack larger than PIKU_MAX_PUSH_MB is
+    // refused while it arrives, before any object is written (receive-pack
+    // passes the bound to index-pack).
+    let mut git = Command::new("git");
     let sub = match verb {
-        GitVerb::ReceivePack => "receive-pack",
+        GitVerb::ReceivePack => {
+            git.arg("-c").arg(format!("receive.maxInputSize={}", piku::limits::max_push_bytes(root)?));
+            "receive-pack"
+        }
         GitVerb::UploadPack => "upload-pack",
     };
-    let err = Command::new("git").arg(sub).arg(&repo).exec();
+    let err = git.arg(sub).arg(&repo).exec();
     Err(Error::new(format!("could not run git {sub}: {err}")))
 }
 
@@ -190,7 +196,7 @@ fn receive(root: &Root, app: &AppName) -> Result<()> {
     let mut branch = deploy_branch(root, app)?;
     let mut target: Option<(String, String)> = None; // (commit, ref)
     let stdin = std::io::stdin();
-    let pushed: Vec<String> = if stdin.is_terminal() { vec![] } else { stdin.lock().lines().map_while(|l| l.ok()).collect() };
+    let pushed: Vec<String> = if stdin.is_terminal() { vec![] } else { ref_lines()? };
     for line in &pushed {
         let parts: Vec<&str> = line.split_whitespace().collect();
         let [_old, new, refname] = parts.as_slice() else { continue };
@@ -355,16 +361,17 @@ fn activate(root: &Root, app: &AppName, id: &str) -> Result<()> {
 }
 
 /// Keep the newest PIKU_KEEP_RELEASES (the app's setting, else the server's,
-/// default 5) releases, the live one and the one it replaces (its workers
+/// default 5, at most 50) releases, the live one and the one it replaces (its workers
 /// drain): those `rollback` can go back to.
 fn prune(root: &Root, app: &AppName, live: &str, draining: Option<&str>) -> Result<()> {
     let app_env = envfile::read_literal(&Release::open(root, app, live)?.fact_file("env"))?.unwrap_or_default();
-    let keep: usize = std::env::var("PIKU_KEEP_RELEASES")
-        .ok()
-        .or_else(|| piku::settings::for_app(root, &app_env, "PIKU_KEEP_RELEASES").ok().flatten())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(5)
-        .max(1);
+    let value = std::env::var("PIKU_KEEP_RELEASES").ok().or_else(|| piku::settings::for_app(root, &app_env, "PIKU_KEEP_RELEASES").ok().flatten());
+    // An app's value was checked when its config was resolved; a bad server
+    // setting must not fail a deploy that is already live.
+    let keep = piku::limits::keep_releases(value.as_deref()).unwrap_or_else(|e| {
+        output::warn(format!("{}; keeping {}", e.message, piku::limits::MAX_KEEP_RELEASES));
+        piku::limits::MAX_KEEP_RELEASES
+    });
     let ids = release::list_ids(root, app);
     let dir = root.releases_dir(app);
     for id in ids.iter().take(ids.len().saturating_sub(keep)).filter(|id| id.as_str() != live && Some(id.as_str()) != draining) {
@@ -400,8 +407,7 @@ fn destroy(root: &Root, app: &AppName) -> Result<()> {
 /// error rejects the whole push before any ref moves.
 fn verify(root: &Root, app: &AppName) -> Result<()> {
     let branch = deploy_branch(root, app)?;
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines().map_while(|l| l.ok()) {
+    for line in ref_lines()? {
         let parts: Vec<&str> = line.split_whitespace().collect();
         let [_old, new, refname] = parts.as_slice() else { continue };
         let Some(name) = refname.strip_prefix("refs/heads/") else { continue };
@@ -409,16 +415,19 @@ fn verify(root: &Root, app: &AppName) -> Result<()> {
         if *new == ZERO_ID || branch.as_deref().is_some_and(|b| b != name) {
             continue;
         }
-        // git cat-file sees the quarantined objects through git's environment.
-        let show = |path: &str| -> Option<String> {
-            let out = Command::new("git").args(["cat-file", "blob", &format!("{new}:{path}")]).output().ok()?;
-            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-        };
         let reject = |e: Error| Error::new(format!("push to '{app}' rejected: {}; nothing was changed", e.message));
-        if let Some(text) = show("Procfile") {
+        // The tree the deploy would write: within PIKU_MAX_PUSH_MB too (a
+        // small pack can hold a huge, well-compressed file).
+        piku::limits::check_push_size(root, app.as_str(), tree_size(new)?).map_err(reject)?;
+        // git cat-file sees the quarantined objects through git's environment.
+        let show = |path: &str| -> Result<Option<String>> {
+            let out = piku::limits::command_output(Command::new("git").args(["cat-file", "blob", &format!("{new}:{path}")]), &format!("the pushed {path}"))?;
+            Ok(out.map(|o| String::from_utf8_lossy(&o).into_owned()))
+        };
+        if let Some(text) = show("Procfile").map_err(reject)? {
             piku::procfile::Procfile::parse(&text, "Procfile").map_err(reject)?;
         }
-        if let Some(text) = show("ENV") {
+        if let Some(text) = show("ENV").map_err(reject)? {
             let mut env = Env::new();
             // Expanded as the deploy will (against the file itself), so a
             // value that grows past the limit (`A=$A$A`) is refused here too.
@@ -426,4 +435,21 @@ fn verify(root: &Root, app: &AppName) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The "old new ref" lines git gives a hook on stdin (bounded).
+fn ref_lines() -> Result<Vec<String>> {
+    let input = piku::limits::read_stdin("the pushed refs")?;
+    Ok(String::from_utf8_lossy(&input).lines().map(str::to_string).collect())
+}
+
+/// The total size of the files of `commit`'s tree, from `git ls-tree -r -l`.
+fn tree_size(commit: &str) -> Result<u64> {
+    let out = piku::limits::command_output(Command::new("git").args(["ls-tree", "-r", "-l", "--full-tree", commit]), "the pushed tree")?
+        .ok_or_else(|| Error::new(format!("cannot list the tree of {commit}")))?;
+    // `<mode> <type> <object> <size>\t<path>`; a submodule's size is `-`.
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.split('\t').next()?.split_whitespace().nth(3)?.parse::<u64>().ok())
+        .sum())
 }

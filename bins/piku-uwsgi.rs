@@ -163,15 +163,15 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     }
     let wanted = render_all(root, &rel, &env, &scaling, generation.as_ref().map(|(g, r)| (*g, r)), Which::All)?;
     let log_dir = root.log_dir(app);
-    fs::create_dir_all(&log_dir)?;
+    piku::paths::create_private_dir(&log_dir)?;
     let available = root.dir("uwsgi-available");
     let enabled = root.dir("uwsgi-enabled");
     if let Some((g, _)) = &generation {
         for (name, text) in wanted.iter().filter(|(n, _)| parse_vassal(app, n).is_some_and(|(_, _, t)| t.is_some())) {
             // The live generation's workers, when they were stopped (`stop`).
             if !enabled.join(name).exists() {
-                atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
-                atomic::write_file(&enabled.join(name), text.as_bytes(), 0o644)?;
+                atomic::write_file(&available.join(name), text.as_bytes(), piku::vassals::VASSAL_MODE)?;
+                atomic::write_file(&enabled.join(name), text.as_bytes(), piku::vassals::VASSAL_MODE)?;
                 output::step(format!("Spawning {app}:{}", worker_label(app, name)));
             }
         }
@@ -181,17 +181,17 @@ fn publish(root: &Root, app: &AppName, force: bool) -> Result<()> {
     let restart = force || envfile::flag(&env, "PIKU_AUTO_RESTART", true);
     for (name, text) in wanted.iter().filter(|(n, _)| parse_vassal(app, n).is_some_and(|(_, _, t)| t.is_none())) {
         if fs::read_to_string(available.join(name)).ok().as_deref() != Some(text.as_str()) {
-            atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
+            atomic::write_file(&available.join(name), text.as_bytes(), piku::vassals::VASSAL_MODE)?;
         }
         let live = enabled.join(name);
         let current = fs::read_to_string(&live).ok();
         if current.is_none() || (restart && current.as_deref() != Some(text.as_str())) {
-            atomic::write_file_newer(&live, text.as_bytes(), 0o644)?;
+            atomic::write_file_newer(&live, text.as_bytes(), piku::vassals::VASSAL_MODE)?;
             let verb = if current.is_some() { "Restarting" } else { "Spawning" };
             output::step(format!("{verb} {app}:{}", worker_label(app, name)));
         } else if force {
             // `restart` of an unchanged worker: touching it makes the emperor reload it.
-            atomic::write_file_newer(&live, text.as_bytes(), 0o644)?;
+            atomic::write_file_newer(&live, text.as_bytes(), piku::vassals::VASSAL_MODE)?;
             output::step(format!("Restarting {app}:{}", worker_label(app, name)));
         }
     }

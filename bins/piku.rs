@@ -25,6 +25,8 @@ mod plugins;
 mod releases;
 #[path = "piku/repair.rs"]
 mod repair;
+#[path = "piku/addons.rs"]
+mod addons;
 
 use piku::error::{Error, Result};
 use piku::{Root, output, paths};
@@ -39,10 +41,7 @@ pub struct Ctx {
 
 fn main() -> ExitCode {
     output::run_main("piku", |args| {
-        let args = match std::env::var("SSH_ORIGINAL_COMMAND") {
-            Ok(cmd) => shell_words::split(&cmd).map_err(|e| Error::usage(format!("cannot parse the command {cmd:?}: {e}")))?,
-            Err(_) => args,
-        };
+        let args = piku::forced_command::take_original_command()?.unwrap_or(args);
         // The tools live beside this binary; the hook and children find them on PATH.
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         // SAFETY: no other thread exists yet.
@@ -62,6 +61,9 @@ fn dispatch(ctx: &Ctx, argv: &[&str]) -> Result<()> {
         }
         [name, rest @ ..] => (*name, rest),
     };
+    if name == "addons" || name.starts_with("addons:") {
+        return addons::dispatch(ctx, name, rest);
+    }
     if let Some(entry) = commands::find(name) {
         return (entry.run)(ctx, entry, rest);
     }

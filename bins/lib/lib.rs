@@ -4,12 +4,15 @@
 
 pub mod app;
 pub mod atomic;
+pub mod authorized_keys;
 pub mod cli;
 pub mod envfile;
 pub mod health;
 pub mod include_file;
+pub mod limits;
 pub mod error;
 pub mod fault;
+pub mod forced_command;
 pub mod lock;
 pub mod logtail;
 pub mod mapped;

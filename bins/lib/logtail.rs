@@ -1,6 +1,7 @@
 //! `logs`: the last lines of several log files, each prefixed with its name,
 //! then (optionally) follow them, surviving rotation (uWSGI renames a full log
-//! to `.old` and starts a new file).
+//! to `.old` and starts a new file). Control characters in a line are
+//! escaped (output::printable): an app's log never drives the reader's terminal.
 
 use fs_err as fs;
 use fs_err::File;
@@ -38,7 +39,7 @@ pub fn tail_to(out: &mut impl Write, files: Vec<(String, PathBuf)>, lines: usize
             let mut buf = Vec::new();
             while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
                 if buf.ends_with(b"\n") {
-                    last.push_back(String::from_utf8_lossy(&buf).trim_end().to_string());
+                    last.push_back(crate::output::printable(String::from_utf8_lossy(&buf).trim_end()));
                     if last.len() > lines {
                         last.pop_front();
                     }
@@ -81,7 +82,7 @@ pub fn tail_to(out: &mut impl Write, files: Vec<(String, PathBuf)>, lines: usize
                     Ok(0) | Err(_) => break,
                     Ok(_) if f.partial.ends_with(b"\n") => {
                         any = true;
-                        let line = String::from_utf8_lossy(&f.partial).trim_end().to_string();
+                        let line = crate::output::printable(String::from_utf8_lossy(&f.partial).trim_end());
                         f.partial.clear();
                         if writeln!(out, "{} | {line}", f.label).is_err() {
                             return;
@@ -114,6 +115,16 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn control_characters_in_a_log_line_are_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("web.1.log");
+        std::fs::write(&log, b"\x1b]0;pwned\x07\x1b[2Jcleared \xff\n").unwrap();
+        let mut out = Vec::new();
+        tail_to(&mut out, vec![("web.1".into(), log)], 10, false, &|| true);
+        assert_eq!(String::from_utf8(out).unwrap(), "web.1 | \\x1b]0;pwned\\x07\\x1b[2Jcleared \u{fffd}\n");
     }
 
     #[test]

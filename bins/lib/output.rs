@@ -36,6 +36,31 @@ pub fn data(line: impl AsRef<str>) {
     let _ = writeln!(out, "{}", line.as_ref());
 }
 
+/// Text from users or apps (a commit message, a log line) made safe for a
+/// terminal: control characters (but tab), DEL and the C1 controls are shown
+/// as `\xNN` / `\u{NN}` escapes instead of being sent as such (an escape
+/// sequence in a log line must not retitle or reprogram the reader's terminal).
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(c),
+            '\u{0}'..='\u{1f}' | '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            '\u{80}'..='\u{9f}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// This process's arguments; one that is not UTF-8 is a usage error (exit 2), never a panic.
+pub fn args_utf8() -> Result<Vec<String>, Error> {
+    std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string().map_err(|bad| Error::usage(format!("an argument is not valid UTF-8: {:?}", printable(&bad.to_string_lossy())))))
+        .collect()
+}
+
 /// Every tool's `main` is one call to this (after `cli::parse`): run, report
 /// an error, exit with its code.
 pub fn run(tool: &str, body: impl FnOnce() -> Result<(), Error>) -> ExitCode {
@@ -55,8 +80,7 @@ pub fn run(tool: &str, body: impl FnOnce() -> Result<(), Error>) -> ExitCode {
 
 /// `run`, handing the body the command line as strings.
 pub fn run_main(tool: &str, body: impl FnOnce(Vec<String>) -> Result<(), Error>) -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    run(tool, || body(args))
+    run(tool, || body(args_utf8()?))
 }
 
 /// A JSON string literal (for `--json` output; we need nothing more of JSON).
@@ -86,6 +110,11 @@ pub fn json_object<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert_eq!(super::printable("ok\tté\u{1b}]0;owned\u{7}\r\u{9b}31m\u{7f}"), "ok\tté\\x1b]0;owned\\x07\\x0d\\u{9b}31m\\x7f");
+    }
+
     #[test]
     fn json_escapes() {
         assert_eq!(super::json_string("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");

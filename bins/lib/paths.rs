@@ -18,6 +18,20 @@ pub const ROOT_DIRS: &[&str] = &[
     "uwsgi-available", "uwsgi-enabled", "acme", "plugins", "tmp", "locks",
 ];
 
+/// The top-level directories only the piku user may enter (0700): what they
+/// hold carries an app's environment (ENV, LIVE_ENV, vassals' `env =` lines,
+/// what workers log) or is piku's own state. nginx's workers (www-data, the
+/// piku user's group) read only releases/ (static files), nginx/ (sockets)
+/// and acme/.
+pub const PRIVATE_DIRS: &[&str] = &["envs", "logs", "uwsgi", "uwsgi-available", "uwsgi-enabled", "tmp", "locks"];
+
+/// Create `dir` (and missing parents) and make it 0700, also when it was there.
+pub fn create_private_dir(dir: &Path) -> crate::error::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    crate::atomic::create_dir_all(dir)?;
+    Ok(fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?)
+}
+
 impl Root {
     /// `$PIKU_ROOT`, else `$HOME/.piku`.
     pub fn from_env() -> Root {
@@ -69,6 +83,20 @@ impl Root {
     /// `envs/<app>/SCALING`: `kind:count` lines.
     pub fn scaling_file(&self, app: &AppName) -> PathBuf {
         self.env_dir(app).join("SCALING")
+    }
+    /// `addons/<app>/`: the app's add-ons (piku-addons): one facts file per
+    /// add-on (`postgres`, `redis`), their config, and `ENV`.
+    pub fn addons_dir(&self, app: &AppName) -> PathBuf {
+        self.root.join("addons").join(app.as_str())
+    }
+    /// `addons/<app>/ENV`: the variables the add-ons give the app
+    /// (DATABASE_URL, PG*, REDIS_URL), a layer of its environment.
+    pub fn addons_env_file(&self, app: &AppName) -> PathBuf {
+        self.addons_dir(app).join("ENV")
+    }
+    /// `data/<app>/backups/`: the add-ons' backups.
+    pub fn backups_dir(&self, app: &AppName) -> PathBuf {
+        self.data_dir(app).join("backups")
     }
     pub fn lock_file(&self, app: &AppName) -> PathBuf {
         self.root.join("locks").join(app.as_str())

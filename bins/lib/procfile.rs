@@ -42,8 +42,17 @@ impl Procfile {
             if kind.is_empty() {
                 return Err(at("the worker kind before ':' is empty".into()));
             }
-            if !kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(at(format!("the worker kind {kind:?} may only use letters, digits, '_' and '-'")));
+            if kind.contains('_') {
+                // `<app>_<kind>.<n>.ini`: app `foo` kind `x_worker` would be app
+                // `foo_x` kind `worker`. App names may hold '_', kinds may not,
+                // so the last '_' of a vassal's name always ends the app's name.
+                let fix = kind.replace('_', "-");
+                return Err(at(format!(
+                    "the worker kind {kind:?} contains '_', which piku keeps for separating the app's name from the kind in worker files (another app's worker could get the same name); rename it, e.g. to {fix:?}"
+                )));
+            }
+            if !kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(at(format!("the worker kind {kind:?} may only use letters, digits and '-'")));
             }
             if command.is_empty() {
                 return Err(at(format!("the '{kind}' entry has no command")));
@@ -134,6 +143,14 @@ pub fn parse_cron(spec: &str) -> std::result::Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_with_an_underscore_is_refused_naming_the_kind_and_the_fix() {
+        let err = Procfile::parse("web: python3 app.py\nx_worker: sleep 1\n", "Procfile").unwrap_err();
+        assert!(err.message.contains("line 2") && err.message.contains("\"x_worker\" contains '_'") && err.message.contains("\"x-worker\""), "{}", err.message);
+        assert!(Procfile::parse("x-worker: sleep 1\nworker2: sleep 1\n", "Procfile").is_ok());
+        assert!(Procfile::parse("x.y: sleep 1\n", "Procfile").is_err());
+    }
 
     #[test]
     fn too_many_kinds_are_refused() {

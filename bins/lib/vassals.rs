@@ -16,6 +16,10 @@ use crate::paths::Root;
 use fs_err as fs;
 use std::path::Path;
 
+/// A vassal holds the app's whole environment (`env = K=V`): only the piku
+/// user (the emperor) reads it.
+pub const VASSAL_MODE: u32 = 0o600;
+
 /// The colours of an older version's web-facing workers.
 pub const OLD_COLOURS: [&str; 2] = ["blue", "green"];
 
@@ -164,7 +168,57 @@ mod tests {
     }
 
     #[test]
-    fn names_round_trip_with_and_without_a_generation() {
+    fn no_two_apps_ever_name_the_same_socket_or_nginx_file() {
+        let root = Root::at("/r");
+        let candidates = ["foo", "foo_web", "foo_web.1", "foo_web.1.g2", "foo.sock", "foo_x", "foo.g1", "foo_wsgi.1", "foo.conf", "a.b_c"];
+        let kinds = ["web", "wsgi", "worker", "x-worker"];
+        let mut seen = std::collections::BTreeMap::new();
+        for app in candidates.iter().filter_map(|a| AppName::parse(a).ok()) {
+            let mut names = vec![format!("{app}.conf"), format!("{app}.crt"), format!("{app}.key")];
+            for kind in kinds {
+                for n in [1, 2] {
+                    names.push(crate::swap::stable_socket(&root, &app, kind, n).display().to_string());
+                    for g in [1, 2, 12] {
+                        names.push(crate::swap::worker_socket(&root, &app, kind, n, g).display().to_string());
+                    }
+                }
+            }
+            names.sort();
+            names.dedup();
+            for name in names {
+                if let Some(other) = seen.insert(name.clone(), app.to_string()) {
+                    assert_eq!(other, app.to_string(), "{name} belongs to both '{other}' and '{app}'");
+                }
+            }
+        }
+        assert!(AppName::parse("foo_web.1").is_err(), "foo_web.1 would own nginx/foo_web.1.sock, app foo's web.1 socket");
+    }
+
+    #[test]
+    fn no_two_apps_ever_name_the_same_vassal() {
+        // App names may hold '_' and '.', kinds (Procfile) neither.
+        let apps = ["foo", "foo_x", "foo_x_worker", "foo.x", "foo-x", "f_1", "foo_web"];
+        let kinds = ["worker", "x_worker", "x-worker", "web", "x", "1", "web-1"];
+        let mut seen = std::collections::BTreeMap::new();
+        for app in apps {
+            let app = AppName::parse(app).unwrap();
+            for kind in kinds.iter().filter(|k| crate::procfile::Procfile::parse(&format!("{k}: sleep 1\n"), "Procfile").is_ok()) {
+                for n in [1, 2, 12] {
+                    for colour in [None, Some("g1"), Some("g12")] {
+                        let name = vassal_name(&app, kind, n, colour);
+                        let owner = format!("{app} {kind}.{n}.{colour:?}");
+                        if let Some(other) = seen.insert(name.clone(), owner.clone()) {
+                            panic!("{name} is both {other} and {owner}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen.contains_key("foo_x-worker.1.ini") && seen.contains_key("foo_x_worker.1.ini"));
+    }
+
+    #[test]
+fn names_round_trip_with_and_without_a_generation() {
         let app = AppName::parse("a").unwrap();
         assert_eq!(vassal_name(&app, "web", 2, Some("blue")), "a_web.2.blue.ini");
         assert_eq!(parse_vassal(&app, "a_web.2.blue.ini"), Some(("web".into(), 2, Some("blue".into()))));

@@ -78,6 +78,10 @@ pub fn scale(root: &Root, app: &AppName, pairs: &[&str]) -> Result<()> {
         }
         changes.push((kind, n));
     }
+    let mut wanted: std::collections::BTreeMap<String, u32> = procfile.workers().map(|w| (w.kind.clone(), counts.get(&w.kind).copied().unwrap_or(1))).collect();
+    wanted.extend(changes.iter().cloned());
+    let env = piku::envfile::read_literal(&root.live_env_file(app))?.unwrap_or_default();
+    piku::limits::check_workers(root, app.as_str(), &env, &wanted).map_err(|e| Error::new(format!("{}; nothing was changed", e.message)))?;
     for (kind, n) in changes {
         output::step(format!("Scaling {app}:{kind} to {n}"));
         counts.insert(kind, n);

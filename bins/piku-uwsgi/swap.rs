@@ -93,10 +93,10 @@ pub fn stage(root: &Root, rel: &Release) -> Result<()> {
     let check_off = settings::for_app(root, &env, "PIKU_HEALTHCHECK")?.is_some_and(|v| matches!(v.to_lowercase().as_str(), "off" | "false" | "0" | "no"));
     let (enabled, available) = (root.dir("uwsgi-enabled"), root.dir("uwsgi-available"));
     let log_dir = root.log_dir(app);
-    fs::create_dir_all(&log_dir)?;
+    piku::paths::create_private_dir(&log_dir)?;
     for (name, text) in &wanted {
-        atomic::write_file(&available.join(name), text.as_bytes(), 0o644)?;
-        atomic::write_file(&enabled.join(name), text.as_bytes(), 0o644)?;
+        atomic::write_file(&available.join(name), text.as_bytes(), piku::vassals::VASSAL_MODE)?;
+        atomic::write_file(&enabled.join(name), text.as_bytes(), piku::vassals::VASSAL_MODE)?;
         output::step(format!("Spawning {app}:{} (release {}) beside the live workers", worker_label(app, name), rel.id));
     }
     piku::fault::point("after-spawn");

@@ -69,6 +69,9 @@ pub struct Destroy {
     /// the app
     #[argh(positional)]
     app: String,
+    /// no final backup of its add-ons (PostgreSQL, Redis) before they are dropped
+    #[argh(switch)]
+    no_backup: bool,
 }
 
 impl Command for Destroy {
@@ -79,6 +82,9 @@ impl Command for Destroy {
         let (root, app) = (&ctx.root, release::existing_app(&ctx.root, &self.app)?);
         let _lock = AppLock::acquire(root, &app)?;
         output::step(format!("Destroying '{app}'"));
+        // The add-ons first, after a final backup each into data/<app>/backups
+        // (a failing backup stops the destroy before anything is removed).
+        run_tool("piku-addons", &[&["destroy-app", app.as_str()][..], if self.no_backup { &["--no-backup"][..] } else { &[][..] }].concat())?;
         for tool in ["piku-uwsgi", "piku-nginx", "piku-build", "piku-config", "piku-receive"] {
             run_tool(tool, &["destroy", app.as_str()])?;
         }
@@ -273,8 +279,13 @@ impl Command for Setup {
                 fs_err::create_dir_all(&dir)?;
                 output::step(format!("Created {}", dir.display()));
             }
+            // Also on a server set up before: what these hold is private.
+            if paths::PRIVATE_DIRS.contains(d) {
+                paths::create_private_dir(&dir)?;
+            }
         }
-        run_tool("piku-uwsgi", &["setup"])
+        run_tool("piku-uwsgi", &["setup"])?;
+        crate::keys::upgrade_keys()
     }
 }
 

@@ -148,7 +148,7 @@ fn change(ctx: &Ctx, app: &str, verb: &str, items: &[String], no_restart: bool) 
     }
     {
         let _lock = AppLock::acquire(root, &app)?;
-        run_tool("piku-config", &[&[verb, app.as_str(), "--"], items.as_slice()].concat())?;
+        store(&app, verb, &items)?;
     }
     if no_restart {
         output::step(format!("Stored; it applies at the next deploy or restart of '{app}'"));
@@ -164,4 +164,25 @@ fn change(ctx: &Ctx, app: &str, verb: &str, items: &[String], no_restart: bool) 
         return Err(Error::new(format!("{}; the config change was not applied and was undone", e.message)));
     }
     Ok(())
+}
+
+/// Store a config change with piku-config. Values go on its stdin, NUL
+/// between pairs (a byte no argument can hold), never in its argv, which
+/// `ps` shows every user of the machine.
+fn store(app: &piku::AppName, verb: &str, items: &[&str]) -> Result<()> {
+    if verb != "set" {
+        return run_tool("piku-config", &[&[verb, app.as_str(), "--"], items].concat());
+    }
+    let mut child = Process::new(paths::tool("piku-config"))
+        .args(["set", "--stdin", app.as_str()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::new(format!("could not run piku-config: {e}; is piku installed?")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        // A write error shows as piku-config's own failure below.
+        let _ = stdin.write_all(items.join("\0").as_bytes());
+    }
+    let status = child.wait().map_err(|e| Error::new(format!("piku-config: {e}")))?;
+    if status.success() { Ok(()) } else { Err(Error { message: "piku-config failed".into(), code: status.code().unwrap_or(1).clamp(1, 255) as u8 }) }
 }

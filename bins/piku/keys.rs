@@ -5,8 +5,8 @@ use crate::Ctx;
 use crate::commands::Command;
 use argh::FromArgs;
 use piku::error::{Error, Result};
-use piku::{AppName, atomic, output, paths};
-use std::io::Read;
+use piku::authorized_keys::{self, AuthorizedKeys, Change};
+use piku::{AppName, limits, output, paths};
 use std::process::{Command as Process, Stdio};
 
 /// allow an ssh key (forced to this command), optionally only for some apps
@@ -46,48 +46,62 @@ impl Command for SetupSsh {
     }
 }
 
-/// Add the keys of `file` to ~/.ssh/authorized_keys.
+/// Add the keys of `file` to ~/.ssh/authorized_keys (lib authorized_keys:
+/// keys with options recognised, every other line kept, a file that cannot
+/// be read whole as text never rewritten).
 fn setup_ssh(name: &str, apps: Option<Vec<String>>, file: &str) -> Result<()> {
-    let text = if file == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).map_err(|e| Error::new(format!("cannot read the key from stdin: {e}")))?;
-        s
+    let bytes = if file == "-" {
+        limits::read_stdin("the key on stdin")?
     } else {
-        std::fs::read_to_string(file).map_err(|e| Error::new(format!("cannot read public key file {file:?}: {e}")))?
+        let f = std::fs::File::open(file).map_err(|e| Error::new(format!("cannot read public key file {file:?}: {e}")))?;
+        limits::read_bounded(f, limits::MAX_STDIN_BYTES, &format!("the public key file {file:?}"))?
     };
+    let text = String::from_utf8(bytes).map_err(|_| Error::new(format!("{file:?} is not a public key (not UTF-8 text)")))?;
     let keys: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     if keys.is_empty() {
         return Err(Error::new(format!("no public key found in {file:?}")));
     }
     let ssh_dir = paths::home_dir().join(".ssh");
     let auth = ssh_dir.join("authorized_keys");
-    let mut lines: Vec<String> = std::fs::read_to_string(&auth).unwrap_or_default().lines().map(str::to_string).collect();
+    let mut file_keys = AuthorizedKeys::read(&auth)?;
     let door = std::env::current_exe().map_err(|e| Error::new(format!("cannot find this program's path: {e}")))?;
-    let limit = apps.as_ref().map(|a| format!(" PIKU_ALLOWED_APPS={}", a.join(","))).unwrap_or_default();
     for key in keys {
-        let fingerprint = fingerprint(key)?;
-        let key_body = key.split_whitespace().nth(1).unwrap_or("");
-        let line = format!(
-            "command=\"FINGERPRINT={fingerprint} NAME={name}{limit} {} $SSH_ORIGINAL_COMMAND\",no-agent-forwarding,no-user-rc,no-X11-forwarding,no-port-forwarding {key}",
-            door.display()
-        );
-        match lines.iter().position(|l| l.split_whitespace().any(|w| w == key_body)) {
-            Some(i) if lines[i] == line => output::step(format!("Key {fingerprint} is already allowed")),
-            Some(i) => {
-                lines[i] = line;
-                output::step(format!("Updated key {fingerprint} ({name})"));
-            }
-            None => {
-                lines.push(line);
-                output::step(format!("Adding key {fingerprint} ({name}{})", apps.as_ref().map(|a| format!(", apps: {}", a.join(","))).unwrap_or_default()));
-            }
+        let parsed = authorized_keys::parse_line(key)
+            .ok_or_else(|| Error::new(format!("not a valid ssh public key: {:?}", key.chars().take(40).collect::<String>())))?;
+        let fingerprint = fingerprint(&format!("{} {}", parsed.kind, parsed.body))?;
+        let line = piku::forced_command::key_line(&door, &fingerprint, name, apps.as_deref(), &parsed)?;
+        match file_keys.upsert(&parsed.body, line) {
+            Change::Unchanged => output::step(format!("Key {fingerprint} is already allowed")),
+            Change::Updated => output::step(format!("Updated key {fingerprint} ({name})")),
+            Change::Added => output::step(format!("Adding key {fingerprint} ({name}{})", apps.as_ref().map(|a| format!(", apps: {}", a.join(","))).unwrap_or_default())),
         }
     }
     fs_err::create_dir_all(&ssh_dir)?;
     fs_err::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    let mut text = lines.join("\n");
-    text.push('\n');
-    atomic::write_file(&auth, text.as_bytes(), 0o600)
+    file_keys.write(&auth)
+}
+
+/// Keys added by an older setup:ssh end their forced command in
+/// `$SSH_ORIGINAL_COMMAND`: rewrite them to name no arguments (lib forced_command).
+pub fn upgrade_keys() -> Result<()> {
+    let auth = paths::home_dir().join(".ssh/authorized_keys");
+    if !auth.exists() {
+        return Ok(());
+    }
+    let door = std::env::current_exe().map_err(|e| Error::new(format!("cannot find this program's path: {e}")))?;
+    let mut keys = match AuthorizedKeys::read(&auth) {
+        Ok(keys) => keys,
+        Err(e) => {
+            output::warn(format!("{}; its keys were not checked for the old forced command", e.message));
+            return Ok(());
+        }
+    };
+    let n = keys.rewrite(|l| piku::forced_command::upgrade_line(l, &door));
+    if n > 0 {
+        keys.write(&auth)?;
+        output::step(format!("Updated {n} key(s) in {}: the forced command no longer passes $SSH_ORIGINAL_COMMAND as arguments", auth.display()));
+    }
+    Ok(())
 }
 
 /// The key's SHA256 fingerprint, which also proves it is a valid public key.

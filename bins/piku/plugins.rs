@@ -5,7 +5,7 @@
 use piku::{Root, process};
 use std::path::{Path, PathBuf};
 
-const TOOLS: &[&str] = &["receive", "build", "config", "uwsgi", "nginx", "nginx-install"];
+const TOOLS: &[&str] = &["receive", "build", "config", "uwsgi", "nginx", "nginx-install", "addons", "pgadmin"];
 
 /// The executable for `cmd`, if it names a plugin.
 pub fn find(root: &Root, cmd: &str) -> Option<PathBuf> {

@@ -105,7 +105,8 @@ impl Command for Releases {
             output::step(format!("'{app}' has no releases yet"));
         }
         for r in rows {
-            output::data(format!("{}  {}  {}  {:<9}  {}", r.id, r.commit, r.date, r.status, r.message));
+            // A commit message is the pusher's text: never raw control characters to a terminal.
+            output::data(format!("{}  {}  {}  {:<9}  {}", r.id, r.commit, r.date, r.status, output::printable(&r.message)));
         }
         Ok(())
     }
@@ -123,6 +124,10 @@ pub struct Rollback {
     /// the release (see 'releases')
     #[argh(positional)]
     id: Option<String>,
+    /// also restore the add-ons' data as it was while that release was live
+    /// (after a fresh backup of what is there)
+    #[argh(switch)]
+    with_data: bool,
 }
 
 impl Command for Rollback {
@@ -148,6 +153,9 @@ impl Command for Rollback {
                 })?
             }
         };
+        if self.with_data {
+            crate::run_tool("piku-addons", &["restore-release", app.as_str(), &target])?;
+        }
         output::step(format!("Rolling '{app}' back to release {target}"));
         run_chain(root, &app, &target, true)
     }

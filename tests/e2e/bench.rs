@@ -358,6 +358,10 @@ pub fn run_all(s: &Server) -> Result<(), String> {
         .sum();
     table.push(("size of all tools".into(), format!("{:>9.2} MB", total as f64 / 1_048_576.0)));
 
+    match crate::addon_cases::bench(s) {
+        Ok(rows) => table.extend(rows),
+        Err(e) => table.push(("add-ons (PostgreSQL, Redis)".into(), format!("not measured: {e}"))),
+    }
     print_table(table);
     Ok(())
 }

@@ -66,10 +66,12 @@ pub const ALL: &[Case] = &[
     Case { name: "fault_full_disk_deploy", app: "fulldisk", run: crate::fault_cases::full_disk_deploy },
     Case { name: "fault_daemons_down_during_deploy", app: "daemons", run: crate::fault_cases::daemons_down_during_deploy },
     Case { name: "hardening_file_modes", app: "modes", run: crate::fault_cases::file_modes },
+    Case { name: "hardening_secret_canary", app: "canary", run: crate::secret_cases::secret_canary },
     Case { name: "worker_kind_php", app: "kind-php", run: crate::worker_cases::php_app },
     Case { name: "worker_kind_jwsgi", app: "kind-jwsgi", run: crate::worker_cases::jwsgi_app },
     Case { name: "worker_kind_rwsgi", app: "kind-rwsgi", run: crate::worker_cases::rwsgi_app },
     Case { name: "worker_uwsgi_knobs", app: "knobs", run: crate::worker_cases::uwsgi_knobs },
+    Case { name: "addons_postgres_redis", app: "addons", run: crate::addon_cases::postgres_and_redis },
 ];
 
 /// A static site: `static: public`, served by nginx from the release tree.

@@ -195,7 +195,7 @@ pub fn injection_corpus(s: &Server) -> Result<(), String> {
 
     // 1. App names, wherever a command takes one.
     let long = "a".repeat(300);
-    let names: Vec<&str> = vec!["..", "../x", "-x", "a b", "a;b", "ünïcødé", &long, ".", "a/b", "$(id)", "x..y", "app\tx"];
+    let names: Vec<&str> = vec!["..", "../x", "-x", "a b", "a;b", "ünïcødé", &long, ".", "a/b", "$(id)", "x..y", "app\tx", "inject_web.1"];
     for name in &names {
         let q = shell_words::quote(name);
         for cmd in ["git-receive-pack", "git-upload-pack", "config:live", "deploy", "destroy", "ps", "logs"] {
@@ -246,6 +246,10 @@ pub fn injection_corpus(s: &Server) -> Result<(), String> {
         ("BIND_ADDRESS=127.0.0.1;", "BIND_ADDRESS"),
         ("PORT=99999", "PORT"),
         ("PORT=1;2", "PORT"),
+        // Bounded work (issue 19 item 11): the server's limits, not the app's.
+        ("UWSGI_PROCESSES=100000", "PIKU_MAX_WORKERS"),
+        ("PIKU_KEEP_RELEASES=1000000", "from 1 to 50"),
+        ("PIKU_KEEP_RELEASES=0", "from 1 to 50"),
     ];
     let config_before = ssh(s, "config inject", None).ok("config inject")?.stdout;
     for (pair, needle) in &refused_env {
@@ -288,6 +292,8 @@ pub fn injection_corpus(s: &Server) -> Result<(), String> {
         ("INJ_BACKSLASH", r"C:\path\n\0".into()),
         ("INJ_NGINXISH", "} server { listen 1; }".into()),
         ("INJ_BIG", "w".repeat(20_000)),
+        // No shell expands what the user typed (issue 19 item 12).
+        ("INJ_GLOB", "* /* ~root [a-z]* ?".into()),
     ];
     let args: Vec<String> = exact.iter().map(|(k, v)| shell_words::quote(&format!("{k}={v}")).into_owned()).collect();
     ssh(s, &format!("config:set inject {}", args.join(" ")), None).ok("config:set of the legal values")?;
@@ -325,6 +331,8 @@ pub fn injection_corpus(s: &Server) -> Result<(), String> {
         ("cron */0", "web: python3 app.py\ncron1: */0 * * * * date\n".into(), "cron"),
         ("cron with a name", "web: python3 app.py\ncron1: * * * jan * date\n".into(), "cron"),
         ("10,000 worker kinds", many_kinds, "Procfile"),
+        // `inject` + `x_worker` would be app `inject_x`'s `worker` (issue 19 item 9).
+        ("a kind with '_'", "web: python3 app.py\nx_worker: sleep 1000\n".into(), "contains '_'"),
         ("10,000 lines, the last one bad", long_comments, "line 10001"),
     ];
     for (what, text, needle) in &procfiles {
@@ -388,7 +396,7 @@ pub fn injection_corpus(s: &Server) -> Result<(), String> {
             // Any of the front door's words for "not a command of mine".
             t.tried += 1;
             let said = out.stderr.to_lowercase();
-            if out.code == 0 || !["unknown command", "wrong arguments", "refused", "not allowed"].iter().any(|w| said.contains(w)) {
+            if out.code == 0 || !["unknown command", "wrong arguments", "refused", "not allowed", "usage: piku"].iter().any(|w| said.contains(w)) {
                 t.fail(format!("ssh {cmd:?}: expected a refusal naming the problem, got exit {}\n{}", out.code, indent(&out.all())));
             } else if out.stdout.contains("uid=") {
                 t.fail(format!("ssh {cmd:?} ran something:\n{}", indent(&out.stdout)));

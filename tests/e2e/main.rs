@@ -13,6 +13,7 @@
 //! it cannot run reports itself skipped, and under PIKU_E2E_REQUIRED=1 that
 //! is a failure.
 
+mod addon_cases;
 mod bench;
 mod build_cases;
 mod cases;
@@ -21,6 +22,7 @@ mod nginx_cases;
 mod security_cases;
 mod fault_cases;
 mod front_door_cases;
+mod secret_cases;
 mod worker_cases;
 mod client;
 mod crash_cases;
@@ -104,6 +106,25 @@ fn main() -> ExitCode {
         Err(_) => return setup_failed(&chosen, &named, "the set-up panicked"),
     };
     println!("e2e: sshd on 127.0.0.1:{}, nginx on 127.0.0.1:{}, work dir {}", server.ssh_port, server.http_port, server.work.display());
+
+    // The add-ons' figures alone (also part of --bench): `-- --bench-addons`.
+    if std::env::args().any(|a| a == "--bench-addons") {
+        let result = addon_cases::bench(&server);
+        drop(server);
+        return match result {
+            Ok(rows) => {
+                println!("\n| measure | figure |\n|---|---|");
+                for (k, v) in rows {
+                    println!("| {k} | {v} |");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("bench failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
 
     // tests/bench: the same server, measured instead of tested.
     if std::env::args().any(|a| a == "--bench") {

@@ -31,6 +31,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("piku-uwsgi", env!("CARGO_BIN_EXE_piku-uwsgi")),
     ("piku-nginx", env!("CARGO_BIN_EXE_piku-nginx")),
     ("piku-nginx-install", env!("CARGO_BIN_EXE_piku-nginx-install")),
+    ("piku-addons", env!("CARGO_BIN_EXE_piku-addons")),
+    ("piku-pgadmin", env!("CARGO_BIN_EXE_piku-pgadmin")),
 ];
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The sudo rule, and the lock that lets one run at a time use the user.
@@ -531,7 +533,8 @@ fn reap_stale_runs() {
         if pid as u32 == std::process::id() || alive(pid) {
             continue;
         }
-        for (pidfile, sig) in [("run/emperor.pid", SIGINT), ("nginx/nginx.pid", SIGQUIT), ("ssh/sshd.pid", SIGTERM)] {
+        // (the add-on case's PostgreSQL: SIGINT is its fast shutdown)
+        for (pidfile, sig) in [("run/emperor.pid", SIGINT), ("nginx/nginx.pid", SIGQUIT), ("ssh/sshd.pid", SIGTERM), ("pg/data/postmaster.pid", SIGINT)] {
             // Only a process whose command line names that dir.
             if let Some(p) = read_pid(&dir.join(pidfile)) {
                 let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
@@ -596,8 +599,9 @@ fn kill_user_processes() {
     }
 }
 
+/// The PID on a pid file's first line (PostgreSQL's has more lines).
 fn read_pid(file: &Path) -> Option<i32> {
-    std::fs::read_to_string(file).ok()?.trim().parse().ok().filter(|p| *p > 1)
+    std::fs::read_to_string(file).ok()?.lines().next()?.trim().parse().ok().filter(|p| *p > 1)
 }
 
 /// Alive and not a zombie (a daemon's parent may be an init that never reaps).

@@ -79,7 +79,7 @@ fn setup_ssh_adds_a_key_once_with_the_forced_command() {
     assert_eq!(auth.lines().count(), 1, "{auth}");
     let line = auth.lines().next().unwrap();
     assert!(line.starts_with("command=\"FINGERPRINT=SHA256:"), "{line}");
-    assert!(line.contains("NAME=default ") && line.contains("/piku $SSH_ORIGINAL_COMMAND\",no-agent-forwarding,no-user-rc,no-X11-forwarding,no-port-forwarding ssh-ed25519 "), "{line}");
+    assert!(line.contains("NAME=default ") && line.contains("/piku\",no-agent-forwarding,no-user-rc,no-X11-forwarding,no-port-forwarding ssh-ed25519 "), "{line}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(s.home().join(".ssh/authorized_keys")).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::metadata(s.home().join(".ssh")).unwrap().permissions().mode() & 0o777, 0o700);

@@ -11,6 +11,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("piku-config", env!("CARGO_BIN_EXE_piku-config")),
     ("piku-uwsgi", env!("CARGO_BIN_EXE_piku-uwsgi")),
     ("piku-nginx", env!("CARGO_BIN_EXE_piku-nginx")),
+    ("piku-addons", env!("CARGO_BIN_EXE_piku-addons")),
+    ("piku-pgadmin", env!("CARGO_BIN_EXE_piku-pgadmin")),
 ];
 
 pub struct Server {
@@ -24,7 +26,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    pub fn from(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -6,6 +6,7 @@
 mod harness;
 
 mod access;
+mod addons;
 mod build;
 mod client;
 mod config;
@@ -15,5 +16,6 @@ mod hardening;
 mod nginx;
 mod ownership;
 mod repair;
+mod security;
 mod tool_cli;
 mod workers;
