@@ -61,9 +61,6 @@ fn dispatch(ctx: &Ctx, argv: &[&str]) -> Result<()> {
         }
         [name, rest @ ..] => (*name, rest),
     };
-    if name == "addons" || name.starts_with("addons:") {
-        return addons::dispatch(ctx, name, rest);
-    }
     if let Some(entry) = commands::find(name) {
         return (entry.run)(ctx, entry, rest);
     }

@@ -5,7 +5,7 @@
 //! limited keys and the client's list of commands that take no app all
 //! follow from it.
 
-use crate::{Ctx, apps, certs, config, keys, releases, repair};
+use crate::{Ctx, addons, apps, certs, config, keys, releases, repair};
 use piku::error::{Error, Result};
 
 /// A front-door command: an argh subcommand struct that knows how to run.
@@ -28,11 +28,12 @@ pub trait Command: argh::SubCommand {
 pub enum Group {
     Apps,
     Config,
+    Addons,
     Server,
     Git,
 }
 
-pub const GROUPS: &[(Group, &str)] = &[(Group::Apps, "Apps"), (Group::Config, "Config"), (Group::Server, "Server"), (Group::Git, "git (used by git push / git clone)")];
+pub const GROUPS: &[(Group, &str)] = &[(Group::Apps, "Apps"), (Group::Config, "Config"), (Group::Addons, "Add-ons (PostgreSQL, Redis)"), (Group::Server, "Server"), (Group::Git, "git (used by git push / git clone)")];
 
 /// What a command works on.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -113,6 +114,13 @@ pub const COMMANDS: &[Entry] = &[
     Entry::of::<config::Set>(Config, App, true),
     Entry::of::<config::Unset>(Config, App, true),
     Entry::of::<config::Live>(Config, App, true),
+    Entry::of::<addons::List>(Addons, App, true),
+    Entry::of::<addons::Create>(Addons, App, true),
+    Entry::of::<addons::Destroy>(Addons, App, true),
+    Entry::of::<addons::Backup>(Addons, App, true),
+    Entry::of::<addons::Backups>(Addons, App, true),
+    Entry::of::<addons::Restore>(Addons, App, true),
+    Entry::of::<addons::Shell>(Addons, App, true),
     Entry::of::<apps::Setup>(Server, NoApp, false),
     Entry::of::<keys::SetupSsh>(Server, NoApp, false),
     Entry::of::<certs::Certs>(Server, NoApp, false),

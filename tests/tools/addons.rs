@@ -11,7 +11,7 @@ fn bad_add_on_commands_say_what_is_wrong_and_change_nothing() {
     s.push(&app, "site", "main").ok();
     s.ssh("addons:create site mysql").fails(2, "unknown add-on \"mysql\"; piku has 'postgres' and 'redis'");
     s.ssh("addons:create nosuch postgres").fails(1, "app 'nosuch' not found");
-    s.ssh("addons:create").fails(2, "needs an app");
+    s.ssh("addons:create").fails(2, "Required positional arguments not provided");
     let r = s.ssh("addons site").ok();
     assert!(r.stdout.is_empty() && r.stderr.contains("has no add-ons"), "{}", r.all());
     assert_eq!(s.ssh("addons site --json").ok().stdout, "[]\n");
