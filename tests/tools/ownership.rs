@@ -261,7 +261,6 @@ fn every_write_under_the_piku_root_is_by_the_paths_owner() {
     };
     let mut writes = BTreeSet::new();
     writes.extend(traced(&s, trace.path(), "push", push(&app)));
-    std::thread::sleep(std::time::Duration::from_millis(1100)); // release ids have 1 s resolution
     app.commit(&[("index.html", "two\n")], "second");
     writes.extend(traced(&s, trace.path(), "push2", push(&app)));
     for line in ["ps:scale own web=2", "config:set own GREETING=hi", "rollback own", "destroy own"] {
