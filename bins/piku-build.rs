@@ -32,7 +32,7 @@ use argh::FromArgs;
 use fs_err as fs;
 use piku::envfile::{self, Env};
 use piku::error::{Error, Result};
-use piku::release::Release;
+use piku::release::{self, Release};
 use piku::settings::Settings;
 use piku::{AppName, Root, atomic, output, process};
 use runtimes::{Build, Compiler, Runtime};
@@ -142,7 +142,11 @@ fn main() -> ExitCode {
         match args.mode {
             Mode::Task(a) => run_task(&Release::open(&root, &AppName::parse(&a.app)?, &a.release)?, a.task.0),
             Mode::Destroy(a) => destroy(&root, &AppName::parse(&a.app)?),
-            Mode::Build(a) => build(&root, &Release::open(&root, &AppName::parse(&a.app)?, &a.release)?),
+            Mode::Build(a) => {
+                let app = AppName::parse(&a.app)?;
+                release::remove_facts(&root, &app, "build", false)?;
+                build(&root, &Release::open(&root, &app, &a.release)?)
+            }
             Mode::Runtimes(_) => {
                 for runtime in runtimes::ALL {
                     output::data(format!("{}\t{}", runtime.name, runtime.detected_by.replace('`', "")));
@@ -472,6 +476,7 @@ fn run_preflight(rel: &Release) -> Result<()> {
 /// Remove every directory in envs/<app>: the dependency environments (and a
 /// virtualenv piku.py left there). Files belong to the other tools.
 fn destroy(root: &Root, app: &AppName) -> Result<()> {
+    release::remove_facts(root, app, "build", true)?;
     let Ok(entries) = fs::read_dir(root.env_dir(app)) else { return Ok(()) };
     for e in entries.flatten() {
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {

@@ -237,6 +237,7 @@ fn main() -> ExitCode {
             }
             Mode::Resolve(a) => {
                 let app = AppName::parse(&a.app)?;
+                release::remove_facts(&root, &app, "env", false)?;
                 let rel = Release::open(&root, &app, &a.release)?;
                 let env = resolve(&root, &rel)?;
                 write_env(&rel.fact_file("env"), &env)
@@ -475,6 +476,7 @@ fn unset(root: &Root, app: &AppName, keys: &[&str]) -> Result<()> {
 
 /// Remove the app's config files and then envs/<app> itself.
 fn destroy(root: &Root, app: &AppName) -> Result<()> {
+    release::remove_facts(root, app, "env", true)?;
     let dir = root.env_dir(app);
     if dir.exists() {
         fs::remove_dir_all(&dir)?;

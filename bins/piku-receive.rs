@@ -377,9 +377,8 @@ fn prune(root: &Root, app: &AppName, live: &str, draining: Option<&str>) -> Resu
     for id in ids.iter().take(ids.len().saturating_sub(keep)).filter(|id| id.as_str() != live && Some(id.as_str()) != draining) {
         let tree = dir.join(id);
         fs::remove_dir_all(&tree)?;
-        for fact in ["release", "build", "env"] {
-            atomic::remove_file(&dir.join(format!("{id}.{fact}")))?;
-        }
+        // Its own fact; piku-build's and piku-config's go at their next run.
+        atomic::remove_file(&dir.join(format!("{id}.release")))?;
     }
     Ok(())
 }

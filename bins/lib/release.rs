@@ -196,6 +196,24 @@ pub fn list_ids(root: &Root, app: &AppName) -> Vec<String> {
     ids
 }
 
+/// Remove this tool's `<id>.<fact>` files of `app`: every one (`all`, at
+/// destroy), or those whose release tree piku-receive has pruned. Each tool
+/// removes its own facts; piku-receive removes only the tree and `.release`.
+pub fn remove_facts(root: &Root, app: &AppName, fact: &str, all: bool) -> Result<()> {
+    let dir = root.releases_dir(app);
+    let Ok(entries) = fs::read_dir(&dir) else { return Ok(()) };
+    let suffix = format!(".{fact}");
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(&suffix) else { continue };
+        if id.is_empty() || id.starts_with('.') || (!all && dir.join(id).is_dir()) {
+            continue;
+        }
+        crate::atomic::remove_file(&e.path())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

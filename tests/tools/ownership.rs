@@ -37,6 +37,11 @@ fn owners(path: &str) -> &'static [&'static str] {
     }
 }
 
+/// The ids of the release trees in `dir`.
+fn release_trees(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+}
+
 /// The file an atomic write's temporary file becomes: `.NAME.XXXXXX.tmp` -> `NAME`.
 fn final_name(path: &str) -> String {
     let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
@@ -50,13 +55,7 @@ fn final_name(path: &str) -> String {
 /// Writes the table does not allow yet, each one line: tool, what, path
 /// pattern. They are reported in the issue that tracks them; the test fails
 /// when one of them stops happening, so the list only shrinks.
-const KNOWN: &[(&str, &str)] = &[
-    // piku-receive prunes old releases (and destroy removes releases/<app>)
-    // with their piku-build and piku-config facts: each tool should remove
-    // its own (issue 17).
-    ("piku-receive", ".build"),
-    ("piku-receive", ".env"),
-];
+const KNOWN: &[(&str, &str)] = &[];
 
 #[derive(Default, Clone)]
 struct Proc {
@@ -263,6 +262,24 @@ fn every_write_under_the_piku_root_is_by_the_paths_owner() {
     writes.extend(traced(&s, trace.path(), "push", push(&app)));
     app.commit(&[("index.html", "two\n")], "second");
     writes.extend(traced(&s, trace.path(), "push2", push(&app)));
+    // Keep one release (and the draining one): the third push prunes the
+    // first; the fourth's build and config remove their facts of it.
+    let releases = s.root().join("releases/own");
+    let before = release_trees(&releases);
+    let settings = std::fs::read_to_string(s.root().join("settings")).unwrap_or_default();
+    s.write_settings(&format!("{settings}PIKU_KEEP_RELEASES=1\n"));
+    app.commit(&[("index.html", "third\n")], "third");
+    writes.extend(traced(&s, trace.path(), "third", push(&app)));
+    let pruned: Vec<String> = before.difference(&release_trees(&releases)).cloned().collect();
+    assert!(!pruned.is_empty(), "the third push pruned nothing: {before:?}");
+    app.commit(&[("index.html", "fourth\n")], "fourth");
+    writes.extend(traced(&s, trace.path(), "fourth", push(&app)));
+    for id in &pruned {
+        for fact in ["release", "build", "env"] {
+            assert!(!releases.join(format!("{id}.{fact}")).exists(), "{id}.{fact} of a pruned release is left");
+        }
+    }
+    s.write_settings(&settings);
     for line in ["ps:scale own web=2", "config:set own GREETING=hi", "rollback own", "destroy own"] {
         writes.extend(traced(&s, trace.path(), line, ssh(line)));
     }
