@@ -451,7 +451,13 @@ fn kill_everything(s: &Server) -> Result<(), String> {
             use std::os::unix::fs::MetadataExt;
             let owned = entry.metadata().is_ok_and(|m| m.uid() == uid);
             let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)).unwrap_or_default().to_string();
+            let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+            let (state, ppid) = (fields.first().copied().unwrap_or_default(), fields.get(1).copied().unwrap_or_default());
+            // A zombie is dead already: killed, not yet reaped by a parent
+            // that may never do it (an orphan's init here need not reap).
+            if matches!(state, "Z" | "X") {
+                continue;
+            }
             if owned || pid == nginx_master || ppid == nginx_master {
                 out.push(pid);
             }
@@ -535,12 +541,14 @@ pub fn reboot_every_app_comes_back(s: &Server) -> Result<(), String> {
     if !before[0].iter().any(|n| n.contains("_cron1.1")) || before[0].iter().filter(|n| n.contains("_web.")).count() != 2 {
         return Err(format!("expected two web workers and a cron before the reboot: {:?}", before[0]));
     }
-    kill_everything(s)?;
-    if curl(s, &apps[0].1, "/").0 == 200 {
-        return Err("an app still answered with every daemon killed".into());
-    }
-    s.resume_nginx()?;
-    s.resume_emperor()?;
+    // Whatever happens, the daemons are started again: the cases after this
+    // one need them.
+    let killed = kill_everything(s).and_then(|()| {
+        if curl(s, &apps[0].1, "/").0 == 200 { Err("an app still answered with every daemon killed".to_string()) } else { Ok(()) }
+    });
+    let resumed = s.resume_nginx().and_then(|()| s.resume_emperor());
+    killed?;
+    resumed?;
     comes_back(s, &apps, &before)
 }
 
@@ -551,7 +559,8 @@ pub fn emperor_kill_every_app_comes_back(s: &Server) -> Result<(), String> {
     let before: Vec<BTreeSet<String>> = apps.iter().map(|(n, _)| names(s.piku_root().join("uwsgi-enabled"), &format!("{n}_"))).collect();
     let pid = read(s.work.join("run/emperor.pid"))?;
     run(std::process::Command::new("kill").args(["-9", &pid]), None, Duration::from_secs(10)).ok("kill -9 the emperor")?;
-    wait_for(Duration::from_secs(30), || if std::path::Path::new(&format!("/proc/{pid}")).exists() { Err("the emperor is still alive".to_string()) } else { Ok(()) })?;
+    let pid_n: i32 = pid.parse().map_err(|_| format!("the emperor's pid file holds {pid:?}"))?;
+    wait_for(Duration::from_secs(30), || if crate::server::alive(pid_n) { Err("the emperor is still alive".to_string()) } else { Ok(()) })?;
     s.resume_emperor()?;
     comes_back(s, &apps, &before)
 }

@@ -605,7 +605,7 @@ fn read_pid(file: &Path) -> Option<i32> {
 }
 
 /// Alive and not a zombie (a daemon's parent may be an init that never reaps).
-fn alive(pid: i32) -> bool {
+pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z"),
         Err(_) => false,
