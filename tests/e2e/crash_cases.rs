@@ -464,13 +464,16 @@ fn kill_everything(s: &Server) -> Result<(), String> {
         }
         out
     };
-    let pids = victims();
-    let mut kill = std::process::Command::new("kill");
-    kill.arg("-9").args(&pids);
-    run(&mut kill, None, Duration::from_secs(10));
+    // Until none is left: a master killed after one of its children may
+    // have started another (nginx respawns its workers), as a power cut
+    // would not let it.
     wait_for(Duration::from_secs(30), || {
         let left = victims();
-        if left.is_empty() { Ok(()) } else { Err(format!("still alive after kill -9: {left:?}")) }
+        if left.is_empty() {
+            return Ok(());
+        }
+        run(std::process::Command::new("kill").arg("-9").args(&left), None, Duration::from_secs(10));
+        Err(format!("still alive after kill -9: {left:?}"))
     })
 }
 
