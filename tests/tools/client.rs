@@ -156,6 +156,8 @@ fn an_ssh_url_remote_gives_its_port_to_ssh_and_a_leading_slash_is_dropped() {
 #[test]
 fn remote_chooses_another_git_remote() {
     let (s, app, laptop) = deployed();
+    // Another app from the same repository serves another name (a name is one app's).
+    app.commit(&[("ENV", "NGINX_SERVER_NAME=staging.example.test\n")], "staging");
     s.push(&app, "staging", "main").ok();
     app.git(&["remote", "add", "staging", "piku@stage-host:staging"]);
     for flag in ["--remote", "-r"] {
